@@ -1,0 +1,53 @@
+"""Shared fixtures. Tests needing ../shared/assets skip with a stated reason where it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.data.collate import collate
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT.parent / "shared" / "assets"
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def assets_path(*parts: str) -> Path:
+    """Path inside ../shared/assets, or skip the test saying what is missing."""
+    path = ASSETS.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared data assets beside the checkout), which is absent here")
+    return path
+
+
+def blob_samples(n: int, size: tuple[int, int] = (64, 64), counts: tuple[int, int] = (0, 12), seed: int = 0,
+                 encoder=None, radius: float = 2.5) -> list[dict]:
+    """Tiny synthetic images: bright soft disks (the "heads") at random points on a dark, noisy background.
+
+    Counts vary per image so a model must look at the image to beat the predict-the-mean baseline.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    samples = []
+    for i in range(n):
+        k = int(rng.integers(counts[0], counts[1] + 1))
+        pts = np.stack([rng.uniform(3, w - 3, k), rng.uniform(3, h - 3, k)], 1).astype(np.float32)
+        img = rng.normal(0.15, 0.03, (h, w)).astype(np.float32)
+        for x, y in pts:
+            img += 0.8 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * radius**2))
+        rgb = torch.from_numpy(np.clip(img, 0, 1)).expand(3, h, w)
+        image = (rgb - IMAGENET_MEAN) / IMAGENET_STD
+        meta = {"path": f"blob{i}", "index": i, "dataset": f"blobs-{seed}", "point_ids": np.arange(k), "scale": 1.0}
+        targets = encoder(pts, (h, w), meta) if encoder is not None else {}
+        samples.append({"image": image, "points": torch.from_numpy(pts), "targets": targets, "meta": meta})
+    return samples
+
+
+def blob_batches(samples: list[dict], batch_size: int):
+    return [collate(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]

@@ -1,0 +1,100 @@
+"""timm-style model registry: `register_model`, `create_model`, `list_models`, `get_recipe`.
+
+Each entry carries its family's default training `Recipe`, so the trainer reads hyper-parameters from
+the registry and never branches on a model's name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+
+from zoo.errors import ZooError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Default training recipe of a registered model. Every field can be overridden by the trainer's flags."""
+
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-4  # learning rate of everything but the backbone
+    backbone_lr: float = 1e-5
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    epochs: int = 20
+    batch_size: int = 8  # images per step
+    crops_per_image: int = 1  # random crops taken from each image (batch = batch_size * crops_per_image)
+    crop_size: int = 128
+    scale_range: tuple[float, float] = (0.7, 1.3)
+    flip: bool = True
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    warmup_epochs: int = 1
+    freeze_backbone_epochs: int = 0  # train only neck and heads first (the P2PNet notes' fine-tuning strategy)
+    threshold: float = 0.5  # decision threshold used by `decode`
+    eval_every: int = 1
+
+    def override(self, **changes) -> Recipe:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ZooError(f"unknown recipe field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable
+    recipe: Recipe
+    family: str
+    description: str = ""
+    defaults: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str | None = None, *, recipe: Recipe, family: str, description: str = ""):
+    """Decorator registering a builder `fn(pretrained: bool = False, **kwargs) -> CrowdModel`."""
+
+    def wrap(fn):
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered")
+        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[key] = ModelEntry(key, fn, recipe, family, doc)
+        return fn
+
+    return wrap
+
+
+def _entry(name: str) -> ModelEntry:
+    _load_families()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ZooError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, pretrained: bool = False, **overrides):
+    """Build a registered model. `overrides` are passed to the family's constructor."""
+    return _entry(name).builder(pretrained=pretrained, **overrides)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    _load_families()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_recipe(name: str) -> Recipe:
+    return _entry(name).recipe
+
+
+def get_entry(name: str) -> ModelEntry:
+    return _entry(name)
+
+
+def _load_families() -> None:
+    # Importing the families runs their @register_model decorators; done lazily so `import zoo` stays cheap.
+    import zoo.models  # noqa: F401
