@@ -52,6 +52,7 @@ class Prediction:
     scores: np.ndarray  # (M,) confidence of each point
     dense_map: np.ndarray | None = None  # density or heatmap (H/map_stride, W/map_stride), for overlays
     map_stride: int = 1
+    map_is_density: bool = False  # True when dense_map integrates to the count: GAME then sums its regions
 
 
 class TargetEncoder(Protocol):
