@@ -8,13 +8,14 @@ import torch.nn.functional as F
 from zoo.models.base import Batch
 
 
-def collate(samples: list[dict]) -> Batch:
-    """Stack samples `{"image": (3,h,w), "points": (N,2), "targets": {...}, "meta": {...}}`.
+def collate(samples: list[dict] | list[list[dict]]) -> Batch:
+    """Stack samples (lists of crops of one image are flattened) `{"image": (3,h,w), "points": (N,2), "targets": {...}, "meta": {...}}`.
 
     Images are zero-padded at the bottom and right to the batch's largest size (each sample is already a
     multiple of the model's stride), target maps likewise at their own resolution; `sizes` keeps each image's
     real (h, w) so losses and decoding can ignore the padding.
     """
+    samples = [s for item in samples for s in (item if isinstance(item, list) else [item])]
     height = max(s["image"].shape[1] for s in samples)
     width = max(s["image"].shape[2] for s in samples)
     images = torch.stack([_pad_to(s["image"], height, width) for s in samples])
