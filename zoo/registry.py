@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 from zoo.errors import ZooError
 
@@ -28,6 +28,7 @@ class Recipe:
     crop_size: int = 128
     scale_range: tuple[float, float] = (0.7, 1.3)
     flip: bool = True
+    color_jitter: float = 0.2  # max relative change of brightness, contrast and saturation
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
     warmup_epochs: int = 1
     freeze_backbone_epochs: int = 0  # train only neck and heads first (the P2PNet notes' fine-tuning strategy)
@@ -49,7 +50,6 @@ class ModelEntry:
     recipe: Recipe
     family: str
     description: str = ""
-    defaults: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -78,8 +78,12 @@ def _entry(name: str) -> ModelEntry:
 
 
 def create_model(name: str, pretrained: bool = False, **overrides):
-    """Build a registered model. `overrides` are passed to the family's constructor."""
-    return _entry(name).builder(pretrained=pretrained, **overrides)
+    """Build a registered model. `overrides` are passed to the family's constructor and recorded on the model
+    (`registry_name`, `registry_kwargs`) so checkpoints can rebuild it."""
+    model = _entry(name).builder(pretrained=pretrained, **overrides)
+    model.registry_name = name
+    model.registry_kwargs = dict(overrides)
+    return model
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -19,7 +19,8 @@ def collate(samples: list[dict] | list[list[dict]]) -> Batch:
     height = max(s["image"].shape[1] for s in samples)
     width = max(s["image"].shape[2] for s in samples)
     images = torch.stack([_pad_to(s["image"], height, width) for s in samples])
-    sizes = torch.tensor([s["meta"].get("valid_size", s["image"].shape[1:]) for s in samples], dtype=torch.long)
+    sizes = torch.tensor([s["meta"].get("valid_size", s["image"].shape[1:]) for s in samples],
+                         dtype=torch.long)
     targets = {}
     for key in samples[0].get("targets", {}):
         maps = [s["targets"][key] for s in samples]

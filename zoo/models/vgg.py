@@ -26,7 +26,8 @@ class VGGTrunk(nn.Module):
     pool), so callers can ask for C4 and C5 by torchvision index.
     """
 
-    def __init__(self, end: int, taps: tuple[int, ...], batch_norm: bool = False, pretrained: bool | str | os.PathLike = False):
+    def __init__(self, end: int, taps: tuple[int, ...], batch_norm: bool = False,
+                 pretrained: bool | str | os.PathLike = False):
         super().__init__()
         self.features = make_layers(cfgs["D"], batch_norm=batch_norm)[:end]
         self.taps = tuple(taps)

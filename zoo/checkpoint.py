@@ -1,0 +1,82 @@
+"""Checkpoints: written atomically, read safely (`weights_only=True`), checked against the model they load into.
+
+A checkpoint is a plain dict of tensors and Python values:
+    model, model_name, model_kwargs, optimizer, scaler, torch_rng, epoch, step, config, history, best_val_mae
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from zoo.errors import ZooError
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)` then rename over `path`: a crash or a full disk never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, or holding pickled code
+        raise ZooError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ZooError(f"{path}: not a crowd-zoo checkpoint (no 'model' entry)")
+    return state
+
+
+def load_model_state(model: torch.nn.Module, state: dict, source: Path | str) -> None:
+    """Load weights, naming the first mismatch (another model's checkpoint, or other shapes) in the error."""
+    own = model.state_dict()
+    weights = state["model"]
+    if state.get("model_name") and getattr(model, "registry_name", None) not in (None, state["model_name"]):
+        raise ZooError(f"{source}: checkpoint is for model {state['model_name']!r}, not {model.registry_name!r}")
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    if missing or unexpected:
+        detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise ZooError(f"{source}: checkpoint does not fit this model ({len(missing)} missing, "
+                       f"{len(unexpected)} unexpected tensors; {detail})")
+    for key, value in weights.items():
+        if value.shape != own[key].shape:
+            raise ZooError(f"{source}: {key} has shape {tuple(value.shape)} in the checkpoint, "
+                           f"{tuple(own[key].shape)} in the model")
+    model.load_state_dict(weights)
+
+
+def model_from_checkpoint(path: Path, name: str | None = None, device: str = "cpu"):
+    """Rebuild the registered model a checkpoint was trained as (its name and constructor overrides)."""
+    from zoo.registry import create_model
+
+    state = load_checkpoint(path)
+    recorded = state.get("model_name")
+    if name is None and recorded is None:
+        raise ZooError(f"{path}: the checkpoint does not record its model; pass the model name")
+    if name is not None and recorded is not None and name != recorded:
+        raise ZooError(f"{path}: checkpoint is for model {recorded!r}, not {name!r}")
+    model = create_model(name or recorded, **state.get("model_kwargs", {}))
+    load_model_state(model, state, path)
+    return model.to(device).eval(), state

@@ -1,0 +1,48 @@
+"""Running a model over a split and scoring it with the shared evaluator; used by train, eval and bench."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.utils.data import DataLoader
+
+from zoo.data.collate import collate
+from zoo.data.dataset import PointDataset
+from zoo.metrics import Evaluator
+
+
+def autocast(device: torch.device | str, amp: str):
+    """Autocast context for `amp` in {"off", "bf16", "fp16"}."""
+    device_type = torch.device(device).type
+    if amp == "off":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device_type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(model, records, key: str, *, threshold: float, device="cpu", amp: str = "off",
+             channels_last: bool = False, batch_size: int = 1, workers: int = 0, on_image=None) -> Evaluator:
+    """Score `model` on `records` (whole images, zero-padded to the model's stride).
+
+    `on_image(prediction, batch_index_meta)` is called for every image (used by `zoo predict`-like callers).
+    """
+    dataset = PointDataset(records, key, stride=model.stride)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers)
+    evaluator = Evaluator()
+    was_training = model.training
+    model.eval()
+    for batch in loader:
+        images = batch.images.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            outputs = model(images)
+        predictions = model.decode(outputs, batch.sizes.to(device), threshold)
+        for prediction, points, size, meta in zip(predictions, batch.points, batch.sizes, batch.meta, strict=True):
+            evaluator.add(prediction, points.numpy(), tuple(size.tolist()), name=meta["path"])
+            if on_image is not None:
+                on_image(prediction, meta)
+    model.train(was_training)
+    return evaluator

@@ -1,0 +1,251 @@
+"""One trainer for every registered model: the recipe comes from the registry, the loss and decoding from the
+model family, so nothing here depends on which model is trained.
+
+Run with `zoo train MODEL`, or on several GPUs / nodes with `torchrun --nproc-per-node N -m zoo.cli train MODEL`.
+`batch_size` is the global number of images per step: each of the W ranks takes batch_size / W of them, so a
+DDP run takes the same steps as one process would.
+
+Reproducibility: the order of images in an epoch comes from (seed, epoch) and each image's augmentation from
+(seed, epoch, index), and checkpoints hold the torch RNG state, so a run resumed from its `last.pt` ends with the
+same weights as one that was never interrupted (checked on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from zoo import distributed as zdist
+from zoo.checkpoint import atomic_write, load_checkpoint, load_model_state, save_checkpoint
+from zoo.data.collate import collate
+from zoo.data.dataset import PointDataset, resolve_splits
+from zoo.errors import ZooError
+from zoo.evaluate import autocast, evaluate
+from zoo.registry import create_model, get_recipe
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: str = "synthetic"
+    format: str = "auto"
+    out: str | None = None  # default runs/<model>
+    device: str = "cpu"
+    amp: str = "bf16"  # bf16 | fp16 (CUDA only) | off
+    channels_last: bool = False
+    seed: int = 0
+    resume: bool = False
+    workers: int = 0
+    recipe: dict = field(default_factory=dict)  # overrides of the registry recipe
+    model_kwargs: dict = field(default_factory=dict)  # overrides of the model constructor
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up from 10% then cosine decay to 1% of the base learning rate."""
+    if step < warmup:
+        return 0.1 + 0.9 * step / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_optimizer(net, recipe):
+    backbone = list(net.backbone_parameters())
+    in_backbone = {id(p) for p in backbone}
+    rest = [p for p in net.parameters() if id(p) not in in_backbone]
+    groups = [dict(params=backbone, lr=recipe.backbone_lr, base_lr=recipe.backbone_lr, name="backbone"),
+              dict(params=rest, lr=recipe.lr, base_lr=recipe.lr, name="head")]
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    raise ZooError(f"unknown optimizer {recipe.optimizer!r}; choose adam, adamw or sgd")
+
+
+def check_finite(loss, parts, epoch: int, step: int, device) -> None:
+    """Stop every rank together when any rank sees a non-finite loss, naming the step and the term."""
+    bad = torch.tensor(float(not torch.isfinite(loss.detach())), device=device)
+    if zdist.is_distributed():
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    if bad.item():
+        terms = [f"{k}={float(v):.4g}" for k, v in parts.items() if not math.isfinite(float(v))]
+        terms = terms or [f"total={float(loss):.4g}"]
+        raise ZooError(f"non-finite loss at epoch {epoch + 1} step {step}: {', '.join(terms)}; "
+                       "training stopped, the last good checkpoint is kept")
+
+
+def setup_distributed(device: str) -> torch.device:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not zdist.is_distributed():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ZooError("--device cuda: no CUDA device is available here")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device(device)
+
+
+def train(cfg: TrainConfig, console: Console | None = None) -> dict:
+    console = console or Console()
+    device = setup_distributed(cfg.device)
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ZooError("--amp fp16 needs CUDA (it uses a gradient scaler); use --amp bf16 on CPU")
+    if cfg.amp not in ("off", "bf16", "fp16"):
+        raise ZooError(f"unknown --amp {cfg.amp!r}; choose bf16, fp16 or off")
+    main = zdist.is_main()
+    torch.manual_seed(cfg.seed)
+    recipe = get_recipe(cfg.model).override(**cfg.recipe)
+    world = zdist.world_size()
+    if recipe.batch_size % world:
+        raise ZooError(f"batch size {recipe.batch_size} is not divisible by the {world} ranks")
+    out = Path(cfg.out or Path("runs") / cfg.model)
+
+    net = create_model(cfg.model, **cfg.model_kwargs).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    splits = resolve_splits(cfg.data, cfg.format, cfg.seed)
+    if not splits.train:
+        raise ZooError(f"{cfg.data}: the training split is empty")
+    train_set = PointDataset(splits.train, f"{splits.name}:train", stride=net.stride, train=True,
+                             encoder=net.target_encoder(), crop_size=recipe.crop_size,
+                             crops_per_image=recipe.crops_per_image, scale_range=recipe.scale_range,
+                             flip=recipe.flip, jitter=recipe.color_jitter, seed=cfg.seed)
+    per_rank = recipe.batch_size // world
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=zdist.rank(), shuffle=True, seed=cfg.seed,
+                                 drop_last=len(train_set) >= world)
+    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, collate_fn=collate,
+                        num_workers=cfg.workers, drop_last=len(sampler) >= per_rank,
+                        persistent_workers=cfg.workers > 0)
+    optimizer = build_optimizer(net, recipe)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+    model = torch.nn.parallel.DistributedDataParallel(net) if zdist.is_distributed() else net
+    steps_per_epoch = len(loader)
+    total_steps = recipe.epochs * steps_per_epoch
+    warmup_steps = recipe.warmup_epochs * steps_per_epoch
+
+    start_epoch, step, history, best_mae = 0, 0, [], math.inf
+    if cfg.resume and (out / "last.pt").is_file():
+        state = load_checkpoint(out / "last.pt")
+        load_model_state(net, state, out / "last.pt")
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, step, history = state["epoch"], state["step"], state["history"]
+        best_mae = state["best_val_mae"]
+        if main:
+            console.print(f"resumed from {out / 'last.pt'} after epoch {start_epoch}")
+    elif cfg.resume and main:
+        console.print(f"no checkpoint at {out / 'last.pt'}: starting a new run")
+
+    config_record = {"train": asdict(cfg), "recipe": asdict(recipe), "world_size": world}
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
+                        disable=not main, transient=True)
+    with progress:
+        for epoch in range(start_epoch, recipe.epochs):
+            sampler.set_epoch(epoch)
+            train_set.set_epoch(epoch)
+            model.train()
+            frozen = epoch < recipe.freeze_backbone_epochs
+            if frozen:
+                net.backbone.eval()  # also keeps BatchNorm statistics fixed while the backbone is frozen
+            sums, done, images_seen, started = {}, 0, 0, time.perf_counter()
+            task = progress.add_task(f"epoch {epoch + 1}/{recipe.epochs}", total=steps_per_epoch, status="")
+            for batch in loader:
+                factor = lr_factor(step, total_steps, warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = 0.0 if (frozen and group["name"] == "backbone") else group["base_lr"] * factor
+                batch = batch.to(device)
+                images = batch.images
+                if cfg.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast(device, cfg.amp):
+                    outputs = model(images)
+                loss, parts = net.loss(outputs, batch)
+                check_finite(loss, parts, epoch, step, device)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if recipe.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                done += 1
+                images_seen += len(batch.images) * world
+                for k, v in {"loss": loss, **parts}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                rate = images_seen / (time.perf_counter() - started)
+                status = " ".join(f"{k} {v / done:.4g}" for k, v in sums.items())
+                progress.update(task, advance=1, status=f"{status} | {rate:.1f} img/s")
+            progress.remove_task(task)
+
+            row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[1]["lr"],
+                   "train_images_per_s": images_seen / (time.perf_counter() - started)}
+            row.update({f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()})
+            last_epoch = epoch + 1 == recipe.epochs
+            if main and splits.val and ((epoch + 1) % recipe.eval_every == 0 or last_epoch):
+                val = evaluate(net, splits.val, f"{splits.name}:val", threshold=recipe.threshold, device=device,
+                               amp=cfg.amp, channels_last=cfg.channels_last).summary()
+                row.update({f"val_{k}": val[k] for k in ("mae", "mse", "f1_4", "f1_8")})
+            history.append(row)
+            if main:
+                improved = row.get("val_mae", math.inf) < best_mae
+                best_mae = min(best_mae, row.get("val_mae", math.inf))
+                state = {"model": net.state_dict(), "model_name": cfg.model, "model_kwargs": cfg.model_kwargs,
+                         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                         "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step,
+                         "config": config_record, "history": history, "best_val_mae": best_mae}
+                if improved:
+                    save_checkpoint(out / "best.pt", state)
+                save_checkpoint(out / "last.pt", state)
+                atomic_write(out / "metrics.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
+                console.print(epoch_line(row, improved))
+            if zdist.is_distributed():
+                dist.barrier()
+
+    result = {"model": cfg.model, "epochs": len(history), "checkpoint": None}
+    if main:
+        result.update(final_test(net, splits, out, recipe, cfg, device, console))
+    return result
+
+
+def epoch_line(row: dict, improved: bool) -> str:
+    parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4g}", f"{row['train_images_per_s']:.1f} img/s"]
+    if "val_mae" in row:
+        parts += [f"val MAE {row['val_mae']:.2f}", f"MSE {row['val_mse']:.2f}", f"F1@8 {row['val_f1_8']:.3f}"]
+    return " | ".join(parts) + (" [green](best)[/]" if improved else "")
+
+
+def final_test(net, splits, out: Path, recipe, cfg: TrainConfig, device, console: Console) -> dict:
+    """Test the checkpoint chosen on validation (the last one when there is no validation split)."""
+    chosen = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
+    load_model_state(net, load_checkpoint(chosen), chosen)
+    result = {"checkpoint": str(chosen)}
+    if not splits.test:
+        console.print("no test split: skipping the final test")
+        return result
+    evaluator = evaluate(net, splits.test, f"{splits.name}:test", threshold=recipe.threshold, device=device,
+                         amp=cfg.amp, channels_last=cfg.channels_last)
+    evaluator.write_csv(out / "test_predictions.csv")
+    summary = evaluator.summary()
+    console.print(f"test ({summary['images']} images, {chosen.name}): MAE {summary['mae']:.2f} | "
+                  f"MSE {summary['mse']:.2f} (root of mean squared error) | F1@4 {summary['f1_4']:.3f} | "
+                  f"F1@8 {summary['f1_8']:.3f}")
+    atomic_write(out / "test_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    result.update({k: summary[k] for k in ("mae", "mse", "nae", "f1_4", "f1_8")})
+    return result
