@@ -51,3 +51,24 @@ def blob_samples(n: int, size: tuple[int, int] = (64, 64), counts: tuple[int, in
 
 def blob_batches(samples: list[dict], batch_size: int):
     return [collate(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
+
+
+def write_shanghaitech(root: Path, splits: dict[str, int], size: tuple[int, int] = (64, 64), seed: int = 0,
+                       counts: tuple[int, int] = (0, 12)) -> Path:
+    """A small dataset of blob images in the ShanghaiTech layout (images/IMG_k.jpg, ground-truth/GT_IMG_k.mat)."""
+    import cv2
+    import scipy.io
+
+    for offset, (split, n) in enumerate(splits.items()):
+        images, truth = root / f"{split}_data" / "images", root / f"{split}_data" / "ground-truth"
+        images.mkdir(parents=True, exist_ok=True)
+        truth.mkdir(parents=True, exist_ok=True)
+        for k, sample in enumerate(blob_samples(n, size, counts, seed=seed + 1000 * offset), 1):
+            rgb = sample["image"] * IMAGENET_STD + IMAGENET_MEAN
+            pixels = (rgb.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            cv2.imwrite(str(images / f"IMG_{k}.png"), pixels[..., ::-1])
+            info = np.empty((1, 1), dtype=object)
+            info[0, 0] = np.array([[(sample["points"].numpy().astype(np.float64), np.array([[len(sample["points"])]]))]],
+                                  dtype=[("location", "O"), ("number", "O")])
+            scipy.io.savemat(truth / f"GT_IMG_{k}.mat", {"image_info": info})
+    return root

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, DistributedSampler
 
 from zoo import distributed as zdist
-from zoo.checkpoint import atomic_write, load_checkpoint, load_model_state, save_checkpoint
+from zoo.checkpoint import atomic_write, load_checkpoint, load_model_state, model_from_checkpoint, save_checkpoint
 from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset, resolve_splits
 from zoo.errors import ZooError
@@ -188,7 +188,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                 done += 1
                 images_seen += len(batch.images) * world
                 for k, v in {"loss": loss, **parts}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
                 rate = images_seen / (time.perf_counter() - started)
                 status = " ".join(f"{k} {v / done:.4g}" for k, v in sums.items())
                 progress.update(task, advance=1, status=f"{status} | {rate:.1f} img/s")
@@ -220,7 +220,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
 
     result = {"model": cfg.model, "epochs": len(history), "checkpoint": None}
     if main:
-        result.update(final_test(net, splits, out, recipe, cfg, device, console))
+        result.update(final_test(splits, out, recipe, cfg, device, console))
     return result
 
 
@@ -231,10 +231,13 @@ def epoch_line(row: dict, improved: bool) -> str:
     return " | ".join(parts) + (" [green](best)[/]" if improved else "")
 
 
-def final_test(net, splits, out: Path, recipe, cfg: TrainConfig, device, console: Console) -> dict:
+def final_test(splits, out: Path, recipe, cfg: TrainConfig, device, console: Console) -> dict:
     """Test the checkpoint chosen on validation (the last one when there is no validation split)."""
     chosen = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
-    load_model_state(net, load_checkpoint(chosen), chosen)
+    # Rebuilt from the file, as `zoo eval` does, so both report the same numbers for the same checkpoint.
+    net, _ = model_from_checkpoint(chosen, device=device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     result = {"checkpoint": str(chosen)}
     if not splits.test:
         console.print("no test split: skipping the final test")

@@ -1,0 +1,154 @@
+"""The shared trainer, on a tiny test-only family (tests/tiny_family.py) so it runs in seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import tiny_family  # noqa: F401  (registers tiny_density)
+from conftest import write_shanghaitech
+from zoo.checkpoint import load_checkpoint
+from zoo.errors import ZooError
+from zoo.train import TrainConfig, train
+
+TESTS = Path(__file__).resolve().parent
+ENV = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_shanghaitech(tmp_path_factory.mktemp("data"), {"train": 8, "val": 4, "test": 4}, seed=3)
+
+
+def run_cli(*args, check=True):
+    """`zoo` in a fresh process that also knows the tiny family."""
+    code = "import sys, tiny_family; from zoo.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], env=ENV, capture_output=True, text=True, check=check)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_training_lowers_the_loss_and_writes_metrics(dataset, tmp_path):
+    result = train(TrainConfig("tiny_density", data=str(dataset), out=str(tmp_path), amp="off",
+                               recipe={"epochs": 6}))
+    history = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(history["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert history["train_loss"].iloc[-1] < 0.7 * history["train_loss"].iloc[0]
+    assert {"val_mae", "val_mse", "val_f1_4", "val_f1_8", "train_mse", "lr"} <= set(history.columns)
+    assert set(result) >= {"mae", "mse", "f1_4", "f1_8", "epochs", "checkpoint"}
+    assert json.loads((tmp_path / "test_metrics.json").read_text())["mae"] == result["mae"]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 6
+
+
+def test_best_checkpoint_is_chosen_on_validation_never_on_test(dataset, tmp_path):
+    other_test = write_shanghaitech(tmp_path / "other", {"train": 8, "val": 4, "test": 4}, seed=3)
+    # Same train and val images, a different test split: nothing but the final test report may change.
+    write_shanghaitech(other_test, {"test": 4}, seed=99, counts=(20, 30))
+    runs = []
+    for data, out in ((dataset, tmp_path / "a"), (other_test, tmp_path / "b")):
+        result = train(TrainConfig("tiny_density", data=str(data), out=str(out), amp="off", recipe={"epochs": 5}))
+        runs.append((result, pd.read_csv(out / "metrics.csv"), weights(out / "best.pt")))
+    (res_a, hist_a, best_a), (res_b, hist_b, best_b) = runs
+    pd.testing.assert_frame_equal(hist_a.drop(columns="train_images_per_s"), hist_b.drop(columns="train_images_per_s"))
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+    assert res_a["mae"] != res_b["mae"]
+    best_epoch = int(hist_a.loc[hist_a["val_mae"].idxmin(), "epoch"])
+    assert load_checkpoint(tmp_path / "a" / "best.pt")["epoch"] == best_epoch
+
+
+def test_kill_9_then_resume_reaches_the_same_weights(dataset, tmp_path):
+    args = ["train", "tiny_density", "--data", str(dataset), "--amp", "off", "--epochs", "8"]
+    run_cli(*args, "--out", str(tmp_path / "clean"))
+
+    code = "import sys, tiny_family; from zoo.cli import main; sys.exit(main(sys.argv[1:]))"
+    victim = subprocess.Popen([sys.executable, "-c", code, *args, "--out", str(tmp_path / "killed")], env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (last.is_file() and load_checkpoint(last)["epoch"] >= 3):
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = load_checkpoint(last)["epoch"]
+    assert killed_at < 8, "the run finished before it could be killed"
+
+    resumed = run_cli(*args, "--out", str(tmp_path / "killed"), "--resume")
+    assert f"resumed from {last} after epoch {killed_at}" in resumed.stdout.replace("\n", "")
+    clean, again = weights(tmp_path / "clean" / "last.pt"), weights(last)
+    assert all(torch.equal(clean[k], again[k]) for k in clean)
+
+
+def test_non_finite_loss_stops_with_the_step_and_term_and_keeps_the_checkpoint(dataset, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = tiny_family.TinyDensity.loss
+
+    def poisoned(self, outputs, batch):
+        calls["n"] += 1
+        loss, parts = original(self, outputs, batch)
+        if calls["n"] == 5:  # epoch 3, step 4 with 2 steps per epoch
+            parts = {"mse": torch.tensor(float("nan"))}
+            loss = loss * float("nan")
+        return loss, parts
+
+    monkeypatch.setattr(tiny_family.TinyDensity, "loss", poisoned)
+    with pytest.raises(ZooError, match=r"non-finite loss at epoch 3 step 4: mse=nan"):
+        train(TrainConfig("tiny_density", data=str(dataset), out=str(tmp_path), amp="off", recipe={"epochs": 6}))
+    kept = load_checkpoint(tmp_path / "last.pt")
+    assert kept["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+def test_truncated_checkpoint_is_a_clear_error(dataset, tmp_path):
+    run_cli("train", "tiny_density", "--data", str(dataset), "--amp", "off", "--epochs", "1", "--out", str(tmp_path))
+    last = tmp_path / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(ZooError, match="unreadable checkpoint"):
+        load_checkpoint(last)
+    proc = run_cli("train", "tiny_density", "--data", str(dataset), "--epochs", "2", "--out", str(tmp_path),
+                   "--resume", check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{last}: unreadable checkpoint" in proc.stderr.replace("\n", "")
+
+
+def test_json_flag_prints_the_final_metrics_last(dataset, tmp_path):
+    proc = run_cli("train", "tiny_density", "--data", str(dataset), "--amp", "bf16", "--epochs", "1",
+                   "--out", str(tmp_path), "--json")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"mae", "mse", "f1_4", "f1_8", "epochs", "checkpoint"} <= set(result)
+    assert result["epochs"] == 1
+
+
+DDP_ENTRY = """
+import sys, torch, torch.distributed as dist, tiny_family
+from zoo.train import TrainConfig, train
+out = sys.argv[2]
+train(TrainConfig("tiny_density", data=sys.argv[1], out=out, amp="off", recipe={"epochs": 3}))
+torch.save(tiny_family.TinyDensity.instances[0].state_dict(), f"{out}/rank{dist.get_rank() if dist.is_initialized() else 0}.pt")
+"""
+
+
+def test_torchrun_two_processes_match_single_process_training(dataset, tmp_path):
+    entry = tmp_path / "entry.py"
+    entry.write_text(DDP_ENTRY)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533"]
+    subprocess.run([*torchrun, str(entry), str(dataset), str(tmp_path / "ddp")], env=ENV, check=True,
+                   capture_output=True, timeout=300)
+    subprocess.run([sys.executable, str(entry), str(dataset), str(tmp_path / "single")], env=ENV, check=True,
+                   capture_output=True, timeout=300)
+    rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    single = torch.load(tmp_path / "single" / "rank0.pt", weights_only=True)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    for key in single:
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-5)
