@@ -26,7 +26,8 @@ def check_dataset(path: Path, fmt: str = "auto") -> dict:
             continue
         outside = int((~inside(record.points, *image.shape[:2])).sum())
         if outside:
-            warnings.append(f"{record.source}: {outside} point(s) outside the {image.shape[1]}x{image.shape[0]} image (dropped)")
+            height, width = image.shape[:2]
+            warnings.append(f"{record.source}: {outside} point(s) outside the {width}x{height} image (dropped)")
         counts.append(len(record.points) - outside)
     counts = np.array(counts, dtype=np.int64)
     return {

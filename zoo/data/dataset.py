@@ -18,10 +18,10 @@ from torch.utils.data import Dataset
 from zoo.data import transforms as T
 from zoo.data.readers import Record, inside, load_image, read_records
 from zoo.errors import ZooError
-from zoo.paths import data_dir
 
 # Where `--data cells` looks: the VGG cells set staged beside the checkout, or $ZOO_CELLS.
-CELLS_DIR = Path(os.environ.get("ZOO_CELLS", Path(__file__).resolve().parents[2].parent / "shared/assets/cells_vgg/cells"))
+CELLS_DIR = Path(os.environ.get("ZOO_CELLS",
+                                Path(__file__).resolve().parents[2].parent / "shared/assets/cells_vgg/cells"))
 VAL_FRACTION = 0.2  # carved from train when a dataset has no validation split of its own
 
 

@@ -45,34 +45,37 @@ class Record:
 
 def load_image(path: Path) -> np.ndarray:
     """An 8-bit RGB image as (H, W, 3) uint8, or a ZooError naming the file and what is wrong with it."""
+    if not Path(path).is_file():
+        raise ZooError(f"{path}: file not found")
+    # Checked before decoding: libjpeg would otherwise print its own warning for a truncated file.
+    if _truncated_jpeg(path):
+        raise ZooError(f"{path}: truncated JPEG (no end-of-image marker)")
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
-        reason = "file not found" if not Path(path).exists() else "cannot decode image (corrupt or truncated?)"
-        raise ZooError(f"{path}: {reason}")
+        raise ZooError(f"{path}: cannot decode image (corrupt or truncated?)")
     if raw.dtype != np.uint8:
         raise ZooError(f"{path}: {raw.dtype} image ({8 * raw.itemsize}-bit); convert it to 8-bit RGB")
     if raw.ndim == 2 or raw.shape[2] == 1:
         raise ZooError(f"{path}: grayscale image; convert it to 8-bit RGB")
     if raw.shape[2] == 4:
         raise ZooError(f"{path}: RGBA image; drop the alpha channel (convert to 8-bit RGB)")
-    if _truncated_jpeg(path):
-        raise ZooError(f"{path}: truncated JPEG (no end-of-image marker)")
     return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
 
 
 def _truncated_jpeg(path: Path) -> bool:
     # OpenCV decodes a truncated JPEG with a grey bottom and only a warning on stderr; the missing EOI marker is
-    # the reliable sign.
-    if Path(path).suffix.lower() not in (".jpg", ".jpeg"):
-        return False
+    # the reliable sign. JPEGs are recognised by their start marker, not their name, so junk named .jpg is
+    # reported as undecodable rather than truncated.
     with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return False
         f.seek(0, 2)
         f.seek(max(0, f.tell() - 16))
         return b"\xff\xd9" not in f.read()
 
 
-def check_points(points: np.ndarray, source: Path) -> np.ndarray:
-    """Validate an annotation array: (N, 2) finite floats, or a ZooError naming the file."""
+def check_points(points: np.ndarray, source: Path | str) -> np.ndarray:
+    """Validate an annotation array: (N, 2) finite floats, or a ZooError naming the file (`source`)."""
     points = np.asarray(points, dtype=np.float64)
     if points.size == 0:
         return np.zeros((0, 2), np.float32)
@@ -81,7 +84,8 @@ def check_points(points: np.ndarray, source: Path) -> np.ndarray:
     points = points[:, :2]
     bad = ~np.isfinite(points).all(axis=1)
     if bad.any():
-        raise ZooError(f"{source}: {int(bad.sum())} point(s) with NaN or infinite coordinates (first at row {int(np.argmax(bad))})")
+        raise ZooError(f"{source}: {int(bad.sum())} point(s) with NaN or infinite coordinates "
+                       f"(first at row {int(np.argmax(bad))})")
     return points.astype(np.float32)
 
 
@@ -119,11 +123,20 @@ def _read_mat_points(path: Path) -> np.ndarray:
     return check_points(points, path)
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text()
+    except UnicodeDecodeError:
+        raise ZooError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ZooError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_p2pnet_list(list_file: Path) -> list[Record]:
     list_file = Path(list_file)
     base = list_file.parent
     records = []
-    for lineno, line in enumerate(list_file.read_text().splitlines(), 1):
+    for lineno, line in enumerate(_read_text(list_file).splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -139,13 +152,15 @@ def _read_txt_points(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ZooError(f"{path}: annotation file missing")
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        values = line.split()
+        if not values:
             continue
         try:
-            rows.append([float(v) for v in line.split()[:2]])
+            x, y = (float(v) for v in values[:2])  # a line with one value fails to unpack, too
         except ValueError:
             raise ZooError(f"{path}:{lineno}: expected 'x y', got {line.strip()!r}") from None
+        rows.append([x, y])
     return check_points(np.array(rows).reshape(-1, 2), path)
 
 
@@ -177,13 +192,16 @@ def read_json(path: Path) -> list[Record]:
         raise ZooError(f"{path}: not a zoo points JSON ({type(exc).__name__}: {exc})") from None
     records = []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "file" not in entry or "points" not in entry:
-            raise ZooError(f"{path}: images[{i}] needs 'file' and 'points'")
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "points" not in entry:
+            raise ZooError(f"{path}: images[{i}] needs 'file' (a path) and 'points'")
         record = Record(path.parent / entry["file"], np.zeros((0, 2), np.float32), path)
+        where = f"{path}: images[{i}]"
         try:
-            record.points = check_points(np.array(entry["points"], dtype=np.float64).reshape(-1, 2), path)
-        except (ZooError, ValueError) as exc:
-            record.problems.append(f"{path}: images[{i}]: {exc}")
+            record.points = check_points(np.array(entry["points"], dtype=np.float64), where)
+        except (ValueError, TypeError):
+            record.problems.append(f"{where}: 'points' must be a list of [x, y] pairs")
+        except ZooError as exc:
+            record.problems.append(str(exc))
         records.append(record)
     if not records:
         raise ZooError(f"{path}: no images listed")

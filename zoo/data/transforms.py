@@ -56,13 +56,13 @@ def crop(sample: Sample, top: int, left: int, height: int, width: int) -> Sample
     h, w = sample.size
     canvas = np.zeros((height, width, 3), np.uint8)
     y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + height, h), min(left + width, w)
+    # Clamped so a window wholly outside the image gives an empty overlap rather than negative (wrapping) slices.
+    y1, x1 = max(min(top + height, h), y0), max(min(left + width, w), x0)
     canvas[y0 - top:y1 - top, x0 - left:x1 - left] = sample.image[y0:y1, x0:x1]
-    points = sample.points - np.array([left, top], np.float32)
-    keep = inside(points, height, width)
-    # Points can only live where real pixels are: also drop those that fall into the zero padding.
-    keep &= (points[:, 0] < x1 - left) & (points[:, 1] < y1 - top) & (points[:, 0] >= x0 - left) & (points[:, 1] >= y0 - top)
-    return replace(sample, image=canvas, points=points[keep], ids=sample.ids[keep])
+    # Points can only live where real pixels are: keep those on the part of the window that overlaps the image.
+    keep = inside(sample.points - np.array([x0, y0], np.float32), y1 - y0, x1 - x0)
+    points = sample.points[keep] - np.array([left, top], np.float32)
+    return replace(sample, image=canvas, points=points, ids=sample.ids[keep])
 
 
 def random_crop(sample: Sample, rng: np.random.Generator, size: int) -> Sample:
