@@ -79,6 +79,8 @@ def place_heads(rng: np.random.Generator, count: int, size) -> np.ndarray:
     Heads keep a gap of 0.7 head radii where they can, falling back to MIN_HEAD_GAP when a cluster is full.
     """
     height, width = size
+    # Random packing at a minimum gap jams near 0.7 * area / gap^2 heads: stay well below so placement ends.
+    count = min(count, int(height * width / (4 * MIN_HEAD_GAP**2)))
     n_clusters = int(rng.integers(1, 5))
     centres = np.column_stack([rng.uniform(0, width, n_clusters),
                                rng.uniform(0.1 * height, height, n_clusters)])
