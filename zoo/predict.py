@@ -1,0 +1,258 @@
+"""Using a trained checkpoint: scoring it on a dataset split (`zoo eval`) and running it on images (`zoo predict`).
+
+Both rebuild the model the checkpoint records and, unless told otherwise, run it as the trainer's final test did
+(the recorded threshold, mixed precision and memory format), so `zoo eval` on the run's test split reproduces
+the trainer's test metrics exactly on the same device.
+
+`zoo predict` writes, per image, `<stem>_points.csv` (x, y, score) and `<stem>_overlay.png` (the input's size),
+and one `summary.csv` (image, count, n_points). Overlays are decided by the prediction's fields, never by the
+model's name: a dense map (density or heatmap) is blended in as a colour map, points are drawn unless the count
+comes from a density (then the points are only its local maxima), and the count is written in the top-left corner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from zoo.checkpoint import atomic_write, model_from_checkpoint
+from zoo.data import transforms as T
+from zoo.data.dataset import resolve_splits
+from zoo.data.readers import IMAGE_SUFFIXES, _natural_key, load_image
+from zoo.errors import ZooError
+from zoo.evaluate import autocast, evaluate
+from zoo.metrics import Evaluator
+from zoo.models.base import CrowdModel, Prediction
+from zoo.registry import get_recipe
+
+MAP_OPACITY = 0.6  # blend weight of the colour map where the dense map peaks; it fades out where the map is 0
+POINT_COLOUR = (255, 0, 255)  # magenta: a hue the turbo colour map never uses
+TEXT_COLOUR = (255, 255, 255)
+
+
+@dataclass
+class Inference:
+    """A model rebuilt from a checkpoint and the settings it is run with."""
+
+    model: CrowdModel
+    state: dict  # the checkpoint (its `config` records the training run)
+    device: torch.device
+    threshold: float
+    amp: str
+    channels_last: bool
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ZooError(f"--device {name}: no CUDA device is available here")
+    return device
+
+
+def load_inference(weights: str | Path, name: str | None = None, *, device: str = "cpu",
+                   threshold: float | None = None, amp: str | None = None) -> Inference:
+    """The checkpoint's model on `device`. Unset options default to what the training run recorded: the recipe's
+    threshold (else the registry recipe's), its mixed precision and its memory format."""
+    target = resolve_device(device)
+    model, state = model_from_checkpoint(Path(weights), name, device=str(target))
+    config = state.get("config", {})
+    recorded = config.get("train", {})
+    if threshold is None:
+        threshold = config.get("recipe", {}).get("threshold", get_recipe(model.registry_name).threshold)
+    if amp is None:
+        # fp16 autocast exists for CUDA training only (with a scaler); on a CPU run the weights as trained.
+        amp = recorded.get("amp", "off")
+        amp = "off" if amp == "fp16" and target.type != "cuda" else amp
+    if amp not in ("off", "bf16", "fp16"):
+        raise ZooError(f"unknown --amp {amp!r}; choose bf16, fp16 or off")
+    channels_last = bool(recorded.get("channels_last", False))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return Inference(model, state, target, float(threshold), amp, channels_last)
+
+
+def evaluate_checkpoint(run: Inference, data: str | None = None, fmt: str | None = None,
+                        split: str = "test") -> Evaluator:
+    """Score `run` on a split. Without `data`, the split comes from the dataset, format and seed the training
+    run recorded, so it is the very split the trainer tested on."""
+    recorded = run.state.get("config", {}).get("train", {})
+    if data is None:
+        data, fmt = recorded.get("data", "synthetic"), fmt or recorded.get("format", "auto")
+    splits = resolve_splits(data, fmt or "auto", recorded.get("seed", 0))
+    records = splits.get(split)
+    if not records:
+        raise ZooError(f"{data}: the {split} split is empty")
+    return evaluate(run.model, records, f"{splits.name}:{split}", threshold=run.threshold, device=run.device,
+                    amp=run.amp, channels_last=run.channels_last)
+
+
+# ---- prediction on image files --------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """One input image: its prediction, or why it was skipped."""
+
+    path: Path
+    prediction: Prediction | None = None
+    error: str | None = None
+
+
+def find_images(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, and the image files (by suffix, in natural order) of folders. Missing paths are kept:
+    they fail to load and are reported like any other unreadable image."""
+    paths = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = [p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            if not found:
+                raise ZooError(f"{item}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            paths += sorted(found, key=_natural_key)
+        else:
+            paths.append(item)
+    return paths
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """Each image's output file stem: its own, with -2, -3, ... added when two inputs share one."""
+    taken, stems = set(), []
+    for path in paths:
+        stem, k = path.stem, 1
+        while stem in taken:
+            k += 1
+            stem = f"{path.stem}-{k}"
+        taken.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def predict_images(run: Inference, paths: list[Path], batch_size: int = 4
+                   ) -> Iterator[tuple[Path, np.ndarray | None, Prediction | str]]:
+    """(path, RGB image, prediction) per readable image, (path, None, error message) per unreadable one, in
+    input order. Consecutive images of one size share a forward pass (up to `batch_size`); each is padded to
+    the model's stride, never cropped, and `decode` drops what falls into the padding."""
+    pending: list[tuple[Path, np.ndarray]] = []
+    for path in paths:
+        try:
+            image = load_image(path)
+        except ZooError as exc:
+            yield from _run_batch(run, pending)
+            pending = []
+            yield path, None, str(exc)
+            continue
+        if pending and (len(pending) == batch_size or pending[0][1].shape != image.shape):
+            yield from _run_batch(run, pending)
+            pending = []
+        pending.append((path, image))
+    yield from _run_batch(run, pending)
+
+
+@torch.no_grad()
+def _run_batch(run: Inference, batch: list[tuple[Path, np.ndarray]]):
+    if not batch:
+        return
+    none = np.zeros((0, 2), np.float32)
+    samples = [T.pad_to_multiple(T.Sample(image, none, np.zeros(0, np.int64)), run.model.stride)
+               for _, image in batch]
+    images = torch.stack([T.to_tensor(s) for s in samples]).to(run.device)
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    sizes = torch.tensor([s.valid_size for s in samples], dtype=torch.long, device=run.device)
+    with autocast(run.device, run.amp):
+        outputs = run.model(images)
+    for (path, image), prediction in zip(batch, run.model.decode(outputs, sizes, run.threshold), strict=True):
+        yield path, image, prediction
+
+
+def predict_to_folder(run: Inference, inputs: list[str | Path], out: str | Path, batch_size: int = 4,
+                      on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Predict every image of `inputs` (files or folders), writing its points CSV and overlay to `out` as it
+    goes and `summary.csv` at the end; each file is written atomically. Unreadable images are skipped and come
+    back with their error."""
+    out = Path(out)
+    paths = find_images(inputs)
+    outcomes = []
+    # One result per path, in input order, so results and stems pair up (a path given twice included).
+    for (path, image, result), stem in zip(predict_images(run, paths, batch_size), output_stems(paths), strict=True):
+        if image is None:
+            outcome = Outcome(path, error=result)
+        else:
+            outcome = Outcome(path, result)
+            write_points(out / f"{stem}_points.csv", result)
+            write_png(out / f"{stem}_overlay.png", render_overlay(image, result))
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    rows = [{"image": str(o.path), "count": o.prediction.count, "n_points": len(o.prediction.points)}
+            for o in outcomes if o.prediction is not None]
+    summary = pd.DataFrame(rows, columns=["image", "count", "n_points"])
+    atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    return outcomes
+
+
+def write_points(path: Path, prediction: Prediction) -> None:
+    table = np.column_stack([np.asarray(prediction.points, np.float64).reshape(-1, 2),
+                             np.asarray(prediction.scores, np.float64).reshape(-1)])
+    atomic_write(path, lambda tmp: np.savetxt(tmp, table, fmt=("%.2f", "%.2f", "%.4f"), delimiter=",",
+                                              header="x,y,score", comments=""))
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ZooError(f"{path}: cannot encode the overlay as PNG")
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(encoded.tobytes()))
+
+
+# ---- overlays -------------------------------------------------------------------------------------------------
+
+def render_overlay(image: np.ndarray, prediction: Prediction) -> np.ndarray:
+    """The (H, W, 3) RGB `image` with what the model found drawn on it; same size as the input."""
+    canvas = image.copy()
+    if prediction.dense_map is not None:
+        canvas = blend_map(canvas, prediction.dense_map, prediction.map_stride)
+    if not prediction.map_is_density:
+        draw_points(canvas, prediction.points)
+    draw_count(canvas, prediction.count)
+    return canvas
+
+
+def blend_map(image: np.ndarray, dense_map: np.ndarray, stride: int) -> np.ndarray:
+    """Blend a map whose cell (i, j) covers pixels [i*s, (i+1)*s) x [j*s, (j+1)*s) as a turbo colour map,
+    scaled to its own peak; the blend weight follows the map, so empty regions show the image untouched."""
+    h, w = image.shape[:2]
+    level = np.clip(np.asarray(dense_map, np.float32).reshape(dense_map.shape[-2:]), 0, None)
+    peak = float(level.max())
+    level = level / peak if peak > 0 else level
+    # Scaling by exactly `stride` keeps cell centres on pixel centres; the map's padding cells are cut off.
+    level = cv2.resize(level, (level.shape[1] * stride, level.shape[0] * stride), interpolation=cv2.INTER_LINEAR)
+    level = np.clip(level[:h, :w], 0, 1)
+    colour = cv2.cvtColor(cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+    alpha = MAP_OPACITY * level[..., None]
+    return np.round(image * (1 - alpha) + colour * alpha).astype(np.uint8)
+
+
+def draw_points(canvas: np.ndarray, points: np.ndarray) -> None:
+    """Filled dots with a dark rim at the points (pixel-area coordinates, drawn with sub-pixel precision)."""
+    radius = max(2, round(min(canvas.shape[:2]) / 120))
+    subpixel = 16  # OpenCV's fixed-point drawing with shift=4; its integer coordinates are pixel centres
+    for x, y in np.asarray(points, np.float64).reshape(-1, 2):
+        centre = (round((x - 0.5) * subpixel), round((y - 0.5) * subpixel))
+        cv2.circle(canvas, centre, (radius + 1) * subpixel, (0, 0, 0), -1, cv2.LINE_AA, shift=4)
+        cv2.circle(canvas, centre, radius * subpixel, POINT_COLOUR, -1, cv2.LINE_AA, shift=4)
+
+
+def draw_count(canvas: np.ndarray, count: float) -> None:
+    """`count N` in white on a black box in the top-left corner, sized to the image."""
+    text = f"count {count:.0f}" if float(count).is_integer() else f"count {count:.1f}"
+    scale = max(0.3, canvas.shape[0] / 600)
+    thickness = max(1, round(scale * 1.5))
+    (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(2, th // 3)
+    cv2.rectangle(canvas, (0, 0), (tw + 2 * pad, th + baseline + 2 * pad), (0, 0, 0), -1)
+    cv2.putText(canvas, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOUR, thickness, cv2.LINE_AA)
