@@ -1,6 +1,7 @@
 """The `zoo` command. Each subcommand parses its flags here and calls one function of the package.
 
-User errors (`ZooError`) print one line on stderr and exit with status 2, without a traceback.
+User errors (`ZooError`) print one line on stderr and exit with status 2, without a traceback. Messages are
+escaped before printing: file names may contain brackets that rich would otherwise read as markup.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from zoo.errors import ZooError
@@ -50,7 +52,7 @@ def cmd_data_check(args) -> int:
     from zoo.data.check import check_dataset
 
     report = check_dataset(Path(args.path), args.format)
-    table = Table(title=f"zoo data check {args.path}", show_header=False)
+    table = Table(title=f"zoo data check {escape(args.path)}", show_header=False)
     for key in ("images", "readable_images", "heads", "min", "mean", "max"):
         value = report[key]
         table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
@@ -58,9 +60,9 @@ def cmd_data_check(args) -> int:
     table.add_row("warnings", str(len(report["warnings"])))
     (err_console if args.json else console).print(table)
     for line in report["problems"]:
-        err_console.print(f"[red]problem[/] {line}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]problem[/] {escape(line)}", highlight=False, soft_wrap=True)
     for line in report["warnings"]:
-        err_console.print(f"[yellow]warning[/] {line}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning[/] {escape(line)}", highlight=False, soft_wrap=True)
     if args.json:
         print(json.dumps(report))
     return 1 if report["problems"] else 0
@@ -127,6 +129,99 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from zoo.bench import BenchConfig, run_bench
+    from zoo.bench.config import parse_list, parse_resolution, parse_weights
+    from zoo.registry import list_models
+
+    cfg = BenchConfig(
+        models=list(parse_list(args.models, "--models")) if args.models else list_models(),
+        resolution=parse_resolution(args.resolution), batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int),
+        dtypes=parse_list(args.dtype, "--dtype"), channels_last=args.channels_last, compile=args.compile,
+        fp32_reference=args.fp32_reference, device=args.device or _default_device(), iters=args.iters,
+        warmup=args.warmup, train_iters=args.train_iters, train_step=args.train_step,
+        weights=parse_weights(args.weights), data=args.data, out=Path(args.out) if args.out else None,
+        isolate=False if args.in_process else None)
+    rows = run_bench(cfg, console=err_console if args.json else console)
+    if args.json:
+        print(json.dumps(rows))
+    return 0 if all(row["status"] == "ok" for row in rows) else 1
+
+
+def _metric_label(key: str) -> str:
+    if key.startswith("game"):
+        return f"GAME({key[4:]})"
+    name, _, pixels = key.partition("_")
+    if pixels:
+        return f"{'F1' if name == 'f1' else name} @ {pixels} px"
+    return {"mse": "MSE (root mean squared error)"}.get(key, key.upper())
+
+
+def cmd_eval(args) -> int:
+    import math
+
+    from zoo.predict import evaluate_checkpoint, load_inference
+
+    run = load_inference(args.weights, args.model, device=args.device, threshold=args.threshold, amp=args.amp)
+    evaluator = evaluate_checkpoint(run, args.data, args.format, args.split)
+    if args.per_image:
+        evaluator.write_csv(args.per_image)
+    summary = evaluator.summary()
+    table = Table(title=f"zoo eval {run.model.registry_name}: {args.split} split, {summary['images']} images, "
+                        f"threshold {run.threshold:g}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if key != "images":
+            table.add_row(_metric_label(key), f"{value:.4f}")
+    (err_console if args.json else console).print(table)
+    if args.json:  # NaN (NAE without any person in the split) becomes null: the line stays strict JSON
+        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}))
+    return 0
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Takes positionals on both sides of the options (`zoo predict MODEL --weights W IMAGE...`): plain argparse
+    fills every positional from the words before the first option and rejects the ones after it."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # the stdlib's intermixed parsing calls back here for its two plain passes
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def cmd_predict(args) -> int:
+    from zoo.predict import load_inference, predict_to_folder
+    from zoo.registry import list_models
+
+    # MODEL may be omitted and argparse fills it first: the first word is the model only when it names one.
+    inputs = [args.model, *args.inputs] if args.model else list(args.inputs)
+    model = inputs.pop(0) if inputs[0] in list_models() and not Path(inputs[0]).exists() else None
+    if not inputs:
+        raise ZooError(f"name the images or folders to run {model} on")
+    run = load_inference(args.weights, model, device=args.device, threshold=args.threshold, amp=args.amp)
+
+    def report(outcome) -> None:
+        if outcome.error:
+            err_console.print(f"[red]skipped:[/] {escape(outcome.error)}", highlight=False, soft_wrap=True)
+        else:
+            found = outcome.prediction
+            console.print(f"{escape(str(outcome.path))}: count {found.count:.1f}, {len(found.points)} points",
+                          highlight=False, soft_wrap=True)
+
+    outcomes = predict_to_folder(run, inputs, args.out, args.batch_size, on_outcome=report)
+    failed = sum(o.error is not None for o in outcomes)
+    console.print(f"{len(outcomes) - failed} image(s) predicted into {escape(args.out)}"
+                  + (f", {failed} unreadable skipped" if failed else ""), highlight=False)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +263,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model constructor override")
     p.add_argument("--json", action="store_true", help="last stdout line: final test metrics as JSON")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="speed, FLOPs, memory (and accuracy with --weights); appends to a CSV")
+    p.add_argument("--models", help="comma-separated registered names (default: all)")
+    p.add_argument("--resolution", default="768x1024", help="HEIGHTxWIDTH of the timed input")
+    p.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,8")
+    p.add_argument("--dtype", default="bf16", help="fp32, bf16 or fp16 (CUDA), via autocast; a list compares them")
+    p.add_argument("--fp32-reference", action="store_true",
+                   help="also run plain fp32 first: the reference of the speedup and count-difference columns")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compiling)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--iters", type=int, default=3, help="timed forward passes per batch size")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes first (the first one counts FLOPs)")
+    p.add_argument("--train-iters", type=int, default=1, help="timed training steps (after --warmup steps)")
+    p.add_argument("--train-step", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure training-step throughput at the recipe's crop and batch")
+    p.add_argument("--weights", help="MODEL=CHECKPOINT,...: load weights and measure accuracy")
+    p.add_argument("--data", default="synthetic", help="dataset whose test split scores --weights")
+    p.add_argument("--out", default="results/bench.csv", help="CSV the rows are appended to ('' for none)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run every model in this process on CPU too (no peak-RSS figure)")
+    p.add_argument("--json", action="store_true", help="last stdout line: the rows as one JSON list")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="score a checkpoint on a dataset split with the shared evaluator")
+    p.add_argument("model", nargs="?", help="registered model name (default: the one the checkpoint records)")
+    p.add_argument("--weights", required=True, help="checkpoint (.pt) written by zoo train")
+    p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--format", help="dataset format (default: auto, or the recorded one with the recorded data)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--threshold", type=float, help="decision threshold (default: the recorded recipe's)")
+    p.add_argument("--per-image", metavar="CSV", help="also write one row per image to this CSV")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--amp", choices=("bf16", "fp16", "off"), help="mixed precision (default: as trained)")
+    p.add_argument("--json", action="store_true", help="last stdout line: the metrics as one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="count and locate people in images; write points, overlays, summary")
+    p.__class__ = _IntermixedParser
+    p.add_argument("model", nargs="?", help="registered model name (default: the one the checkpoint records)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
+    p.add_argument("--weights", required=True, help="checkpoint (.pt) written by zoo train")
+    p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
+    p.add_argument("--threshold", type=float, help="decision threshold (default: the recorded recipe's)")
+    p.add_argument("--batch-size", type=int, default=4, help="consecutive same-size images per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--amp", choices=("bf16", "fp16", "off"), help="mixed precision (default: as trained)")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 
@@ -176,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ZooError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")

@@ -1,0 +1,14 @@
+"""`zoo bench`: speed, cost, memory and (with weights) accuracy of registered models under identical conditions.
+
+Each model x setting (dtype, channels_last, compile) x batch size is one *unit*, measured in a fresh process on
+CPU (so its peak RSS is its own) and in this process on CUDA (peak memory from the allocator, reset per unit).
+Rows are appended to a CSV whose columns are documented in results/README.md.
+"""
+
+from zoo.bench.config import BenchConfig, Setting, Unit
+from zoo.bench.measure import count_flops, matmul_ceiling, measure_unit
+from zoo.bench.report import COLUMNS, append_csv
+from zoo.bench.run import run_bench
+
+__all__ = ["COLUMNS", "BenchConfig", "Setting", "Unit", "append_csv", "count_flops", "matmul_ceiling",
+           "measure_unit", "run_bench"]

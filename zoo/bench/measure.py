@@ -1,0 +1,278 @@
+"""Measuring one unit (model x setting x batch size): FLOPs, latency, counts, peak memory, training speed, accuracy.
+
+Every model is built after `torch.manual_seed(0)`, so two settings of one model run the same random weights and
+their counts on the same fixed input can be compared. The input is a synthetic crowd resized to the benchmark
+resolution (the same image repeated over the batch), so counts also agree across batch sizes.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from zoo.bench.config import AMP, Unit
+from zoo.checkpoint import model_from_checkpoint
+from zoo.data import transforms as T
+from zoo.data.collate import collate
+from zoo.data.synthetic import synthesize_image
+from zoo.errors import ZooError
+from zoo.evaluate import autocast, evaluate
+from zoo.registry import create_model, get_entry, get_recipe
+
+SEED = 0
+MATMUL_SIZE = {"cpu": 4096, "cuda": 8192}
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MIB = 2**20
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or an allocator RuntimeError (CPU: "can't allocate memory")."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_ceiling(device: torch.device, dtype: str, repeats: int = 2) -> float:
+    """GFLOP/s of a large square matmul at `dtype`: the machine's practical peak, measured in the run it rates.
+
+    The best of `repeats` timed products (after one warm-up) over torch's two GEMM routes: `a @ b` (MKL or
+    cuBLAS) and the same product as a channels-last 1x1 convolution (oneDNN or cuDNN, the convolutions' route).
+    They differ: on AMD CPUs MKL's fp32 GEMM runs at about half oneDNN's rate, and a ceiling from it alone would
+    be beaten by the models. fp32 on CUDA follows cuDNN's default TF32 policy, as the convolutions do.
+    """
+    n = MATMUL_SIZE[device.type]
+    kind = TORCH_DTYPES[dtype]
+    a, b = torch.randn(n, n, device=device).to(kind), torch.randn(n, n, device=device).to(kind)
+    pixels = a.view(1, 64, n // 64, n).permute(0, 3, 1, 2)  # the rows of `a` as an NHWC image with n channels
+    weight = b.view(n, n, 1, 1)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        best = min(best_seconds(lambda: a @ b, device, repeats),
+                   best_seconds(lambda: F.conv2d(pixels, weight), device, repeats))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    return 2 * n**3 / best / 1e9
+
+
+def best_seconds(call, device: torch.device, repeats: int) -> float:
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        call()
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def count_flops(model: torch.nn.Module, images: torch.Tensor) -> int:
+    """FLOPs of one forward pass of `images`, as torch's counter reports them: 2 per multiply-accumulate."""
+    with FlopCounterMode(display=False) as counter:
+        model(images)
+    return counter.get_total_flops()
+
+
+def forward_pass(runner, images: torch.Tensor):
+    """The timed call (a seam for tests that simulate running out of memory)."""
+    return runner(images)
+
+
+def scene(split: str, index: int) -> T.Sample:
+    """Synthetic scene `index` of `split` at the generator's own size (which can place every head)."""
+    bgr, points = synthesize_image(SEED, split, index)
+    points = points.astype(np.float32)
+    return T.Sample(np.ascontiguousarray(bgr[..., ::-1]), points, np.arange(len(points)))
+
+
+def bench_images(resolution: tuple[int, int], batch_size: int) -> torch.Tensor:
+    """The fixed timed input: synthetic test scene 0 resized to `resolution`, repeated `batch_size` times."""
+    image = T.to_tensor(T.resize(scene("test", 0), *resolution))
+    return image.expand(batch_size, -1, -1, -1).contiguous()
+
+
+def train_batch(model, crop: int, batch_size: int):
+    """`batch_size` seeded crop x crop windows of synthetic training scenes with the family's encoded targets."""
+    encoder = model.target_encoder()
+    rng = np.random.default_rng(SEED)
+    samples = []
+    for index in range(batch_size):
+        window = T.random_crop(T.random_scale(scene("train", index), rng, 1.0, 1.0, min_side=crop), rng, crop)
+        meta = {"path": f"synthetic-train-{index}", "index": index, "dataset": f"bench-{crop}",
+                "point_ids": window.ids, "scale": window.scale, "valid_size": window.size}
+        targets = encoder(window.points, window.size, meta) if encoder is not None else {}
+        samples.append({"image": T.to_tensor(window), "points": torch.from_numpy(window.points),
+                        "targets": targets, "meta": meta})
+    return collate(samples)
+
+
+def build(unit: Unit) -> torch.nn.Module:
+    torch.manual_seed(SEED)
+    if unit.weights:
+        model, _ = model_from_checkpoint(unit.weights, unit.model)
+        return model
+    return create_model(unit.model)
+
+
+def measure_unit(unit: Unit) -> dict:
+    """All figures of one unit; keys are CSV columns. Running out of memory is recorded, not raised."""
+    device = torch.device(unit.device)
+    model = build(unit).to(device).eval()
+    height, width = unit.resolution
+    if height % model.stride or width % model.stride:
+        raise ZooError(f"--resolution {height}x{width}: {unit.model} needs sides that are multiples of "
+                       f"{model.stride}")
+    if unit.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    runner = torch.compile(model) if unit.compile else model
+    row = {"family": get_entry(unit.model).family, "status": "ok",
+           "params_total": sum(p.numel() for p in model.parameters()),
+           "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    figures, oom = attempt(lambda: time_inference(model, runner, unit, device), device)
+    row.update(figures)
+    if oom:
+        row.update(status="oom", note=f"inference at batch {unit.batch_size}: {oom}")
+    row.update(peak_memory(device, unit.isolated))
+    if unit.weights and unit.data:
+        row.update(accuracy(model, unit, device))
+    if unit.train_step:
+        figures, oom = attempt(lambda: train_throughput(model, runner, unit, device), device)
+        row.update(figures)
+        if oom:
+            row.update(status="train_oom" if row["status"] == "ok" else row["status"], note=f"training step: {oom}")
+    return row
+
+
+def attempt(measurement, device: torch.device) -> tuple[dict, str | None]:
+    """(figures, None), or ({}, the error's first line) when the measurement ran out of memory."""
+    try:
+        return measurement(), None
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        message = first_line(exc)
+    release(device)  # outside the handler: the traceback's frames, which hold the big tensors, are gone
+    return {}, message
+
+
+@torch.no_grad()
+def time_inference(model, runner, unit: Unit, device: torch.device) -> dict:
+    """Warm-up (the first pass eager, under the FLOP counter), then `iters` timed, synchronized passes."""
+    images = bench_images(unit.resolution, unit.batch_size).to(device)
+    if unit.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(device, AMP[unit.dtype]):
+        flops = count_flops(model, images)
+        # A compiled runner compiles on its first call: give it warm-up passes of its own.
+        for _ in range(max(unit.warmup, 1) - (runner is model)):
+            forward_pass(runner, images)
+        seconds = []
+        for _ in range(unit.iters):
+            synchronize(device)
+            start = time.perf_counter()
+            outputs = forward_pass(runner, images)
+            synchronize(device)
+            seconds.append(time.perf_counter() - start)
+    sizes = torch.tensor([unit.resolution] * unit.batch_size, device=device)
+    counts = [p.count for p in model.decode(outputs, sizes, get_recipe(unit.model).threshold)]
+    median = statistics.median(seconds)
+    return {"gflops_per_image": flops / unit.batch_size / 1e9, "latency_ms_median": 1e3 * median,
+            "latency_ms_p90": 1e3 * float(np.percentile(seconds, 90)), "images_per_s": unit.batch_size / median,
+            "mean_count": float(np.mean(counts))}
+
+
+def train_throughput(model, runner, unit: Unit, device: torch.device) -> dict:
+    """Images/s of full optimizer steps (the family's loss, backward, clipping, step) at the recipe's crop and
+    batch. Runs last: it changes the weights."""
+    from zoo.train import build_optimizer  # the trainer's parameter groups and optimizer
+
+    recipe = get_recipe(unit.model)
+    batch_size = recipe.batch_size * recipe.crops_per_image
+    batch = train_batch(model, recipe.crop_size, batch_size).to(device)
+    images = batch.images.contiguous(memory_format=torch.channels_last) if unit.channels_last else batch.images
+    optimizer = build_optimizer(model, recipe)
+    scaler = torch.amp.GradScaler(device.type, enabled=unit.dtype == "fp16")
+    model.train()
+
+    def step():
+        with autocast(device, AMP[unit.dtype]):
+            outputs = runner(images)
+        loss, _ = model.loss(outputs, batch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if recipe.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+
+    for _ in range(max(unit.warmup, 1)):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(unit.train_iters):
+        step()
+    synchronize(device)
+    model.eval()
+    return {"train_images_per_s": unit.train_iters * batch_size / (time.perf_counter() - start),
+            "train_batch_size": batch_size, "train_crop": recipe.crop_size}
+
+
+def accuracy(model, unit: Unit, device: torch.device) -> dict:
+    from zoo.data.dataset import resolve_splits
+
+    splits = resolve_splits(unit.data)
+    if not splits.test:
+        raise ZooError(f"--data {unit.data}: the test split is empty, so accuracy cannot be measured")
+    summary = evaluate(model, splits.test, f"{splits.name}:test", threshold=get_recipe(unit.model).threshold,
+                       device=device, amp=AMP[unit.dtype], channels_last=unit.channels_last).summary()
+    return {k: summary[k] for k in ("mae", "mse", "nae", "f1_4", "f1_8")}
+
+
+def peak_memory(device: torch.device, isolated: bool) -> dict:
+    """CUDA: the allocator's peaks since the unit began. CPU: the peak RSS of this process, reported only when
+    the process is fresh (its peak is then this unit's own)."""
+    if device.type == "cuda":
+        return {"cuda_peak_allocated_mb": torch.cuda.max_memory_allocated(device) / MIB,
+                "cuda_peak_reserved_mb": torch.cuda.max_memory_reserved(device) / MIB}
+    return {"peak_rss_mb": peak_rss_mb()} if isolated else {}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process's address space in MiB.
+
+    Linux's VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a worker started by
+    a 1 GB parent would report at least 1 GB whatever it did itself.
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MIB  # bytes on macOS, where /proc is absent
+
+
+def release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

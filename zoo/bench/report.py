@@ -1,0 +1,188 @@
+"""Benchmark output: the CSV schema (documented column by column in results/README.md), environment metadata,
+appending rows atomically, the terminal table and the accuracy-vs-throughput figure."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from rich.table import Table
+
+from zoo.errors import ZooError
+
+COLUMNS = [
+    # environment
+    "date", "git_commit", "device", "device_name", "torch", "torchvision", "timm", "cpu_threads",
+    # what ran
+    "model", "family", "weights", "dtype", "channels_last", "compile", "resolution", "batch_size", "iters",
+    "warmup", "status", "note",
+    # size and cost
+    "params_total", "params_trainable", "gflops_per_image",
+    # speed
+    "latency_ms_median", "latency_ms_p90", "images_per_s", "achieved_gflops_per_s", "ceiling_gflops_per_s",
+    "ceiling_fraction", "speedup_vs_fp32", "train_images_per_s", "train_batch_size", "train_crop",
+    # memory
+    "peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb",
+    # counts on the fixed input, and accuracy
+    "mean_count", "count_rel_diff", "data", "mae", "mse", "nae", "f1_4", "f1_8",
+]
+#: measured once per model x setting (on its first batch size) and repeated on its other rows
+PER_SETTING_COLUMNS = ("train_images_per_s", "train_batch_size", "train_crop", "mae", "mse", "nae", "f1_4", "f1_8")
+
+
+def environment(device: torch.device) -> dict:
+    import timm
+    import torchvision
+
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "git_commit": git_commit(),
+            "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "cpu_threads": torch.get_num_threads()}
+
+
+def git_commit() -> str:
+    """Short commit of the checkout this package runs from, "+dirty" with uncommitted changes; "unknown" outside
+    a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def append_csv(path: Path, rows: list[dict]) -> None:
+    """Append `rows` to `path` (created with a header if absent), keeping the earlier rows byte for byte.
+
+    The whole file is rewritten to a temporary file beside it and renamed over it, so an interrupted run never
+    leaves a half-written CSV. A file whose header is not this schema is left alone: appending would corrupt it.
+    """
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ""
+    header = next(csv.reader(io.StringIO(old)), None)
+    if header is not None and header != COLUMNS:
+        raise ZooError(f"{path}: its header is not the current benchmark schema (results/README.md); "
+                       "move it aside or pass another --out")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    if header is None:
+        writer.writeheader()
+    writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
+    if old and not old.endswith("\n"):
+        old += "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(old + buffer.getvalue())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise ZooError(f"{path}: cannot write the benchmark CSV ({error.strerror or error})") from None
+
+
+TABLE_COLUMNS = {  # key -> heading; a column is shown when some row has a value for it
+    "model": "model", "setting": "setting", "batch_size": "batch", "status": "status", "params_m": "params M",
+    "gflops_per_image": "GFLOPs", "latency_ms_median": "median ms", "latency_ms_p90": "p90 ms",
+    "images_per_s": "img/s", "ceiling_percent": "% peak", "speedup_vs_fp32": "x fp32",
+    "train_images_per_s": "train img/s", "memory_mb": "peak MB", "mean_count": "count",
+    "count_rel_percent": "vs fp32", "mae": "MAE", "mse": "MSE", "f1_8": "F1@8",
+}
+
+
+def table(rows: list[dict], resolution: tuple[int, int], ceilings: dict[str, float]) -> Table:
+    cuda = bool(rows) and rows[0]["device"].startswith("cuda")
+    ceiling_text = ", ".join(f"{d} {g:,.0f} GFLOP/s" for d, g in ceilings.items())
+    caption = (f"GFLOPs = 2 x GMACs per image (torch.utils.flop_counter). % peak: achieved FLOP/s over a matmul "
+               f"measured in this run ({ceiling_text}). Peak MB: "
+               + ("CUDA max allocated." if cuda else "RSS of a fresh process per model.")
+               + (" vs fp32: count difference from the fp32 row." if any(r.get("count_rel_diff") is not None
+                                                                           for r in rows) else ""))
+    shown = [dict(row, setting=setting_label(row), params_m=scaled(row.get("params_total"), 1e-6),
+                  memory_mb=row.get("cuda_peak_allocated_mb") if cuda else row.get("peak_rss_mb"),
+                  ceiling_percent=scaled(row.get("ceiling_fraction"), 100),
+                  count_rel_percent=scaled(row.get("count_rel_diff"), 100)) for row in rows]
+    keys = [k for k in TABLE_COLUMNS if any(row.get(k) is not None for row in shown)]
+    device = rows[0]["device_name"] if rows else ""
+    out = Table(title=f"zoo bench at {resolution[0]}x{resolution[1]} on {device}", caption=caption)
+    for key in keys:
+        out.add_column(TABLE_COLUMNS[key], justify="left" if key in ("model", "setting", "status") else "right")
+    for row in shown:
+        out.add_row(*[format_cell(key, row.get(key)) for key in keys], style=None if row["status"] == "ok" else "red")
+    return out
+
+
+def scaled(value, factor: float):
+    return None if value is None else value * factor
+
+
+def setting_label(row: dict) -> str:
+    return " ".join([row["dtype"]] + ["CL"] * bool(row["channels_last"]) + ["compiled"] * bool(row["compile"]))
+
+
+def format_cell(key: str, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if key == "count_rel_percent":
+        return f"{value:+.2f}%"
+    if key == "ceiling_percent":
+        return f"{value:.1f}%"
+    if key == "speedup_vs_fp32":
+        return f"{value:.2f}"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+def figure(rows: list[dict], path: Path) -> Path | None:
+    """Accuracy (MAE) against inference throughput, one point per model and setting (its fastest batch size);
+    None when no row has an accuracy."""
+    best = {}
+    for row in rows:
+        if row.get("mae") is None or row.get("images_per_s") is None:
+            continue
+        key = (row["model"], setting_label(row))
+        if key not in best or row["images_per_s"] > best[key]["images_per_s"]:
+            best[key] = row
+    if not best:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for (model, label), row in best.items():
+        ax.scatter(row["images_per_s"], row["mae"])
+        ax.annotate(f"{model} ({label}, batch {row['batch_size']})", (row["images_per_s"], row["mae"]),
+                    textcoords="offset points", xytext=(5, 5), fontsize=8)
+    first = next(iter(best.values()))
+    ax.set_xlabel(f"images/s at {first['resolution']} on {first['device_name']}")
+    ax.set_ylabel("MAE (test split)")
+    ax.set_title(f"accuracy vs throughput on {Path(first['data']).name}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
