@@ -68,7 +68,7 @@ def write_shanghaitech(root: Path, splits: dict[str, int], size: tuple[int, int]
             pixels = (rgb.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             cv2.imwrite(str(images / f"IMG_{k}.png"), pixels[..., ::-1])
             info = np.empty((1, 1), dtype=object)
-            info[0, 0] = np.array([[(sample["points"].numpy().astype(np.float64), np.array([[len(sample["points"])]]))]],
-                                  dtype=[("location", "O"), ("number", "O")])
+            points = sample["points"].numpy().astype(np.float64)
+            info[0, 0] = np.array([[(points, np.array([[len(points)]]))]], dtype=[("location", "O"), ("number", "O")])
             scipy.io.savemat(truth / f"GT_IMG_{k}.mat", {"image_info": info})
     return root

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-
 import tiny_family  # noqa: F401  (registers tiny_density)
+import torch
 from conftest import write_shanghaitech
+
 from zoo.checkpoint import load_checkpoint
 from zoo.errors import ZooError
 from zoo.train import TrainConfig, train
@@ -135,7 +135,8 @@ import sys, torch, torch.distributed as dist, tiny_family
 from zoo.train import TrainConfig, train
 out = sys.argv[2]
 train(TrainConfig("tiny_density", data=sys.argv[1], out=out, amp="off", recipe={"epochs": 3}))
-torch.save(tiny_family.TinyDensity.instances[0].state_dict(), f"{out}/rank{dist.get_rank() if dist.is_initialized() else 0}.pt")
+rank = dist.get_rank() if dist.is_initialized() else 0
+torch.save(tiny_family.TinyDensity.instances[0].state_dict(), f"{out}/rank{rank}.pt")
 """
 
 

@@ -108,7 +108,7 @@ def cmd_train(args) -> int:
     for flag in ("epochs", "batch_size", "lr", "backbone_lr", "crop_size"):
         if getattr(args, flag) is not None:
             recipe[flag] = getattr(args, flag)
-    flags = {k: getattr(args, k) for k in ("data", "format", "out", "device", "amp", "seed", "workers")
+    flags = {k: getattr(args, k) for k in ("data", "format", "out", "device", "amp", "seed", "workers", "init_from")
              if getattr(args, k) is not None}
     if args.resume:
         flags["resume"] = True
@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--config", help="TOML file: top-level TrainConfig keys, [recipe] and [model_kwargs] tables")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe field")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model constructor override")

@@ -46,6 +46,7 @@ class TrainConfig:
     channels_last: bool = False
     seed: int = 0
     resume: bool = False
+    init_from: str | None = None  # checkpoint whose weights start a new run (fine-tuning); ignored on resume
     workers: int = 0
     recipe: dict = field(default_factory=dict)  # overrides of the registry recipe
     model_kwargs: dict = field(default_factory=dict)  # overrides of the model constructor
@@ -148,8 +149,14 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
         best_mae = state["best_val_mae"]
         if main:
             console.print(f"resumed from {out / 'last.pt'} after epoch {start_epoch}")
-    elif cfg.resume and main:
-        console.print(f"no checkpoint at {out / 'last.pt'}: starting a new run")
+    else:
+        if cfg.resume and main:
+            console.print(f"no checkpoint at {out / 'last.pt'}: starting a new run")
+        if cfg.init_from:
+            # Weights only: the optimizer, schedule and epoch count start afresh for the new data.
+            load_model_state(net, load_checkpoint(cfg.init_from), cfg.init_from)
+            if main:
+                console.print(f"initialized from {cfg.init_from}")
 
     config_record = {"train": asdict(cfg), "recipe": asdict(recipe), "world_size": world}
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -9,7 +9,8 @@ from zoo.models.base import Batch
 
 
 def collate(samples: list[dict] | list[list[dict]]) -> Batch:
-    """Stack samples (lists of crops of one image are flattened) `{"image": (3,h,w), "points": (N,2), "targets": {...}, "meta": {...}}`.
+    """Stack samples `{"image": (3,h,w), "points": (N,2), "targets": {...}, "meta": {...}}`; lists of crops of
+    one image are flattened.
 
     Images are zero-padded at the bottom and right to the batch's largest size (each sample is already a
     multiple of the model's stride), target maps likewise at their own resolution; `sizes` keeps each image's
