@@ -159,6 +159,7 @@ class SigmaCache:
                 f["keys"] = np.array([k.encode() for k in merged], dtype="S40")
                 f["offsets"] = np.cumsum([0] + [len(a) for a in arrays])
                 f["sigmas"] = np.concatenate(arrays).astype(np.float32)
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
             os.replace(tmp, self.path)
         finally:
             Path(tmp).unlink(missing_ok=True)
