@@ -1,0 +1,75 @@
+"""How much training the comparison gives each model: the issue's full protocol (for a GPU) and a reduced one
+that fits an hour on a 2-core CPU.
+
+Training is counted in crops seen, not epochs, so datasets of different sizes (N = 32 or 64 cell images, 80
+synthetic scenes, 24 street photos) get the same amount of data per run and every model gets the same amount
+as the others; epochs follow from it. Augmentation is the same for every model too: the registry's default
+`Recipe` crop, scale range, flip and colour jitter. Everything else (optimizer, learning rates, batch size, loss,
+decision threshold) is the model's own registry recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zoo.errors import ZooError
+from zoo.registry import Recipe
+
+AUGMENTATION_FIELDS = ("crop_size", "scale_range", "flip", "color_jitter")
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str  # recorded in every CSV row: "cpu-reduced" or "full"
+    models: tuple[str, ...]
+    cells_sizes: tuple[int, ...]  # N, training images drawn from VGG cells 1-100
+    cells_draws: int  # draws per N, seeded 0, 1, ...
+    crops_per_image: int
+    cells_crops: int  # training crops seen per cells run, whatever N
+    synthetic_crops: int
+    street_crops: int
+    validations: int  # validation passes per run, spread evenly over its epochs (the last epoch always has one)
+    note: str = ""  # what the budget can and cannot show, quoted in the report
+
+    def epochs(self, crops: int, n_train: int) -> int:
+        return max(1, round(crops / (n_train * self.crops_per_image)))
+
+    def recipe_overrides(self, crops: int, n_train: int) -> dict:
+        """What the protocol sets on top of each model's recipe: the shared augmentation and the run length."""
+        epochs = self.epochs(crops, n_train)
+        default = Recipe()
+        shared = {name: getattr(default, name) for name in AUGMENTATION_FIELDS}
+        return {**shared, "crops_per_image": self.crops_per_image, "epochs": epochs,
+                "eval_every": max(1, epochs // self.validations)}
+
+
+BUDGETS = {
+    # Sized from training speed measured with `zoo bench --resolution 256x256 --train-step` on the idle 2-core
+    # CPU, two threads (twice one thread's speed there): p2pnet 16, csrnet 15, cpn_r18 38 crops/s at 128 px.
+    # About 6 minutes per cells N and draw for the three models with their validation and test passes, about
+    # 40 minutes for the suite. CPN on ResNet-18 stands in for the ResNet-50 CPN, several times slower there.
+    "cpu": Budget(name="cpu-reduced", models=("p2pnet", "csrnet", "cpn_r18"), cells_sizes=(32, 64), cells_draws=2,
+                  crops_per_image=1, cells_crops=1920, synthetic_crops=1920, street_crops=960, validations=2,
+                  note="A smoke-scale budget: about 240 optimizer steps per run from random weights, far from "
+                       "convergence. It checks that every protocol runs end to end and shows early-training "
+                       "behaviour; its accuracy says little about what the architectures reach when trained "
+                       "fully, which is what the published anchors report."),
+    # The issue's protocol: five draws per N, every model, long enough to converge on a GPU.
+    "full": Budget(name="full", models=("p2pnet", "csrnet", "cpn", "cpn_r18"), cells_sizes=(32, 64),
+                   cells_draws=5, crops_per_image=4, cells_crops=64_000, synthetic_crops=64_000,
+                   street_crops=19_200, validations=20,
+                   note="The issue's protocol: five draws per N; 250-500 epochs of four crops per image on cells."),
+}
+
+
+def get_budget(name: str) -> Budget:
+    try:
+        return BUDGETS[name]
+    except KeyError:
+        raise ZooError(f"unknown --budget {name!r}; choose {' or '.join(BUDGETS)}") from None
+
+
+def budget_named(row_name: str, extra: dict[str, Budget] | None = None) -> Budget | None:
+    """The budget a CSV row records by its `name` ("cpu-reduced", "full"), or None for an unknown one."""
+    known = {b.name: b for b in [*BUDGETS.values(), *(extra or {}).values()]}
+    return known.get(row_name)

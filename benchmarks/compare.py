@@ -1,0 +1,84 @@
+"""The comparison suite of issue 8 in one command: the three protocols, then results/COMPARISON.md.
+
+    .venv/bin/python -m benchmarks.compare --budget cpu                  # reduced: about 40 minutes on 2 idle cores
+    .venv/bin/python -m benchmarks.compare --budget full --device cuda   # the issue's full protocol
+    .venv/bin/python -m benchmarks.compare --report-only                 # regenerate the report from the CSVs
+
+Re-running continues where a run stopped: finished rows are skipped, interrupted trainings resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+
+from benchmarks.budgets import BUDGETS, get_budget
+from benchmarks.protocols import PROTOCOLS, STREET_DIR, Setup
+from benchmarks.report import write_report
+from zoo.data.dataset import CELLS_DIR
+from zoo.errors import ZooError
+from zoo.paths import data_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS), help="cpu (reduced) or full")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "off"), help="mixed precision")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch here and in the harness's worker processes (default: torch's)")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated subset, run in order")
+    parser.add_argument("--models", help="comma-separated subset of the budget's models")
+    parser.add_argument("--results", default="results", help="folder of the CSVs and COMPARISON.md")
+    parser.add_argument("--runs", default="runs/compare", help="folder of the run folders and cells draws")
+    parser.add_argument("--cells", default=str(CELLS_DIR), help="VGG cells folder")
+    parser.add_argument("--street", default=str(STREET_DIR), help="street-crowd set (ShanghaiTech layout)")
+    parser.add_argument("--report-only", action="store_true", help="only regenerate COMPARISON.md from the CSVs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        if args.threads:
+            # On a CPU shared with other jobs, fewer threads than cores avoids OpenMP threads waiting on each
+            # other; the environment variable carries the choice into the harness's fresh processes.
+            torch.set_num_threads(args.threads)
+            os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        if not args.report_only:
+            budget = get_budget(args.budget)
+            if args.models:
+                chosen = tuple(m.strip() for m in args.models.split(",") if m.strip())
+                strays = sorted(set(chosen) - set(budget.models))
+                if strays:
+                    raise ZooError(f"--models {', '.join(strays)}: not in the {budget.name} budget "
+                                   f"({', '.join(budget.models)})")
+                budget = replace(budget, models=chosen)
+            protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+            unknown = sorted(set(protocols) - set(PROTOCOLS))
+            if unknown:
+                raise ZooError(f"--protocols {', '.join(unknown)}: unknown; choose from {', '.join(PROTOCOLS)}")
+            setup = Setup(results=Path(args.results), runs=Path(args.runs), device=args.device, amp=args.amp,
+                          cells=Path(args.cells), street=Path(args.street), console=console)
+            for protocol in (p for p in PROTOCOLS if p in protocols):
+                PROTOCOLS[protocol](budget, setup)
+        datasets = {"cells": args.cells, "synthetic": str(data_dir() / "synthetic"), "street": args.street}
+        report = write_report(Path(args.results),
+                              datasets={name: path for name, path in datasets.items() if Path(path).is_dir()})
+        console.print(f"report: {escape(str(report))}")
+    except ZooError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""results/COMPARISON.md and results/comparison.png, generated from the protocol CSVs alone.
+
+Rows are grouped by (budget, device): a CPU-reduced run and a full GPU run are never averaged together. Rows a
+group's budget calls for but the CSVs lack are listed as missing, so a partial run says what it did not do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import rows
+from benchmarks.budgets import Budget, budget_named
+from zoo.checkpoint import atomic_write
+from zoo.data.dataset import resolve_splits
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A published VGG cells result: MAE on images 101-200 after training on N of images 1-100."""
+
+    method: str
+    n_train: int
+    mae: float
+    mae_text: str
+
+
+ANCHORS = (
+    Anchor("Lempitsky & Zisserman 2010", 32, 3.5, "3.5 ± 0.2"),
+    Anchor("FCRN-A (Cohen et al. 2017)", 64, 2.9, "~2.9"),
+    Anchor("Count-ception (Cohen et al. 2017)", 64, 2.3, "2.3"),
+)
+COMMANDS = """\
+.venv/bin/python -m benchmarks.compare --budget cpu                  # reduced: about 40 minutes on 2 idle cores
+.venv/bin/python -m benchmarks.compare --budget full --device cuda   # the issue's full protocol, on a GPU
+.venv/bin/python -m benchmarks.compare --report-only                 # this file and the figure, from the CSVs"""
+PROTOCOL_TITLES = {"cells": "1. VGG cells (images 101-200, MAE over draws)",
+                   "synthetic": "2. Synthetic crowds (held-out synthetic test split)",
+                   "street": "3. Real street crowds (8 test images, fine-tuned from the synthetic checkpoints)"}
+NOT_RUN = "not run"
+
+
+def load(results: Path) -> dict[str, pd.DataFrame]:
+    """Every protocol's rows (an empty frame of the right columns where its CSV is absent)."""
+    frames = {}
+    for protocol in rows.FILES:
+        path = rows.csv_path(results, protocol)
+        frames[protocol] = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=rows.columns(protocol))
+    return frames
+
+
+def groups(frames: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    found = {(b, d) for frame in frames.values() for b, d in zip(frame["budget"], frame["device"], strict=True)}
+    return sorted(found)
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)) or pd.isna(value):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def mean_std(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "—"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def cells_table(frame: pd.DataFrame, budget: Budget | None) -> str:
+    header = ["model", "family", "N", "draws", "MAE mean ± std", "MSE", "F1@4", "F1@8", "epochs", "crops seen"]
+    sizes = sorted(set(frame["n_train"]) | set(budget.cells_sizes if budget else ()))
+    models = list(dict.fromkeys([*(budget.models if budget else ()), *frame["model"]]))
+    body = []
+    for n in sizes:
+        for model in models:
+            runs = frame[(frame["model"] == model) & (frame["n_train"] == n)]
+            expected = f"/{budget.cells_draws}" if budget else ""
+            if runs.empty:
+                body.append([model, "", str(n), f"0{expected}", NOT_RUN, "", "", "", "", ""])
+                continue
+            body.append([model, runs["family"].iloc[0], str(n), f"{len(runs)}{expected}", mean_std(runs["mae"]),
+                         fmt(runs["mse"].mean()), fmt(runs["f1_4"].mean(), 3), fmt(runs["f1_8"].mean(), 3),
+                         str(int(runs["epochs"].iloc[0])), str(int(runs["images_seen"].iloc[0]))])
+        body += [[f"*{a.method}* (published)", "", str(n), "", a.mae_text, "", "", "", "", ""]
+                 for a in ANCHORS if a.n_train == n]
+    return markdown_table(header, body)
+
+
+def synthetic_table(frame: pd.DataFrame, budget: Budget | None) -> str:
+    header = ["model", "family", "MAE", "MSE", "NAE", "F1@4", "F1@8", "crops seen", "epochs", "train s",
+              "params M", "GFLOPs/img", "img/s", "latency ms", "peak MB", "train img/s"]
+    body = []
+    for model in models_in(frame, budget):
+        run = frame[frame["model"] == model]
+        if run.empty:
+            body.append([model, "", NOT_RUN] + [""] * (len(header) - 3))
+            continue
+        r = run.iloc[-1]
+        memory = r["peak_rss_mb"] if pd.notna(r["peak_rss_mb"]) else r["cuda_peak_allocated_mb"]
+        body.append([model, r["family"], fmt(r["mae"]), fmt(r["mse"]), fmt(r["nae"], 3), fmt(r["f1_4"], 3),
+                     fmt(r["f1_8"], 3), str(int(r["images_seen"])), str(int(r["epochs"])), fmt(r["train_seconds"], 0),
+                     fmt(r["params_total"] / 1e6, 1), fmt(r["gflops_per_image"], 1), fmt(r["images_per_s"], 2),
+                     fmt(r["latency_ms_median"], 0), fmt(memory, 0), fmt(r["train_images_per_s"], 1)])
+    table = markdown_table(header, body)
+    speed = frame.dropna(subset=["bench_resolution"])
+    if not speed.empty:
+        table += (f"\n\nSpeed and memory: `zoo bench` at {speed['bench_resolution'].iloc[0]}, "
+                  f"{speed['bench_dtype'].iloc[0]}, batch 1 (img/s, latency, peak memory: resident set on CPU, "
+                  "allocated on CUDA); train img/s at each recipe's crop and batch. There are no published "
+                  "anchors for this generated data.")
+    return table
+
+
+def street_table(frame: pd.DataFrame, budget: Budget | None) -> str:
+    header = ["model", "family", "MAE", "MSE", "NAE", "F1@4", "F1@8", "crops seen", "epochs", "fine-tuned from"]
+    body = []
+    for model in models_in(frame, budget):
+        run = frame[frame["model"] == model]
+        if run.empty:
+            body.append([model, "", NOT_RUN] + [""] * (len(header) - 3))
+            continue
+        r = run.iloc[-1]
+        body.append([model, r["family"], fmt(r["mae"]), fmt(r["mse"]), fmt(r["nae"], 3), fmt(r["f1_4"], 3),
+                     fmt(r["f1_8"], 3), str(int(r["images_seen"])), str(int(r["epochs"])), f"`{r['init_from']}`"])
+    return markdown_table(header, body) + (
+        "\n\nThis set uses ShanghaiTech Part B's layout but holds other scenes, so published Part B results do "
+        "not apply to it.")
+
+
+def models_in(frame: pd.DataFrame, budget: Budget | None) -> list[str]:
+    return list(dict.fromkeys([*(budget.models if budget else ()), *frame["model"]]))
+
+
+def missing_rows(frames: dict[str, pd.DataFrame], budget: Budget) -> list[str]:
+    have = {(p, m, int(n), int(d)) for p, f in frames.items()
+            for m, n, d in zip(f["model"], f["n_train"], f["draw"], strict=True)}
+    have_any_n = {(p, m, d) for p, m, _, d in have}
+    missing = [f"cells {m} N={n} draw {d}" for n in budget.cells_sizes for d in range(budget.cells_draws)
+               for m in budget.models if ("cells", m, n, d) not in have]
+    missing += [f"{p} {m}" for p in ("synthetic", "street") for m in budget.models if (p, m, 0) not in have_any_n]
+    return missing
+
+
+def budget_text(budget: Budget) -> str:
+    return (f"Models {', '.join(budget.models)}; cells N = {', '.join(map(str, budget.cells_sizes))} with "
+            f"{budget.cells_draws} draws each; {budget.crops_per_image} crop(s) per image per epoch; training "
+            f"crops per run: cells {budget.cells_crops}, synthetic {budget.synthetic_crops}, street "
+            f"{budget.street_crops}; {budget.validations} validation pass(es) per run. Same augmentation for every "
+            "model (the default recipe's crop, scale, flip, jitter); the rest is each model's registry recipe. "
+            "All models start from random weights (no pretrained weights exist here). " + budget.note).strip()
+
+
+def cells_verdict(frame: pd.DataFrame) -> str:
+    """One line per N: the best model's mean MAE against the published anchors at that N."""
+    lines = []
+    for n, runs in frame.groupby("n_train"):
+        means = runs.groupby("model")["mae"].mean()
+        best = means.idxmin()
+        anchors = [a for a in ANCHORS if a.n_train == n]
+        against = "; ".join(f"{a.method} {a.mae_text}: {'beaten' if means[best] < a.mae else 'not reached'}"
+                            for a in anchors)
+        lines.append(f"- N = {n}: best is {best} at {means[best]:.2f} MAE (mean of {int((runs['model'] == best).sum())}"
+                     f" draws){'; ' + against if against else ''}.")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a model must beat to count at all on a protocol's test split."""
+
+    constant_mae: float  # always predicting the mean count of the training and validation images
+    zero_mae: float  # predicting nobody: the mean test count
+
+    def text(self) -> str:
+        return (f"Reference without a model: always predicting the training images' mean count gives test MAE "
+                f"{self.constant_mae:.2f}; finding no one gives MAE {self.zero_mae:.2f} (and F1 0).")
+
+
+def count_baseline(spec: str) -> Baseline:
+    """The constant-count baselines of a dataset (`resolve_splits` spec), from its annotations alone."""
+    splits = resolve_splits(spec)
+    pool = np.array([len(r.points) for r in splits.train + splits.val], dtype=float)
+    test = np.array([len(r.points) for r in splits.test], dtype=float)
+    return Baseline(float(np.abs(test - pool.mean()).mean()), float(test.mean()))
+
+
+def render(frames: dict[str, pd.DataFrame], extra_budgets: dict[str, Budget] | None = None,
+           figure: str | None = None, baselines: dict[str, Baseline] | None = None) -> str:
+    parts = ["# Comparison: points (P2PNet), density (CSRNet), heatmaps (CPN)", "",
+             "Generated by `benchmarks/compare.py` from `results/cells.csv`, `results/synthetic.csv` and "
+             "`results/street.csv` (columns in `results/README.md`); do not edit by hand.", "",
+             "## Reproduce", "", "```", COMMANDS, "```", ""]
+    if not groups(frames):
+        parts += ["No comparison rows yet.", ""]
+    for budget_name, device in groups(frames):
+        budget = budget_named(budget_name, extra_budgets)
+        chosen = {p: f[(f["budget"] == budget_name) & (f["device"] == device)] for p, f in frames.items()}
+        commits = sorted({c for f in chosen.values() for c in f["git_commit"].dropna()})
+        threads = sorted({str(int(t)) for f in chosen.values() for t in f["threads"].dropna()})
+        parts += [f"## Budget `{budget_name}` on `{device}`", "",
+                  budget_text(budget) if budget else "(a budget this version of the suite does not define)", "",
+                  f"Code: {', '.join(commits)}; torch threads: {', '.join(threads) or 'not recorded'}.", ""]
+        for protocol, table in (("cells", cells_table), ("synthetic", synthetic_table), ("street", street_table)):
+            parts += [f"### {PROTOCOL_TITLES[protocol]}", "", table(chosen[protocol], budget), ""]
+            if protocol in (baselines or {}):
+                parts += [baselines[protocol].text(), ""]
+        if not chosen["cells"].empty:
+            parts += ["### Against the published cells results", "", cells_verdict(chosen["cells"]), ""]
+        missing = missing_rows(chosen, budget) if budget else []
+        parts += ["### Missing rows", "", ("Not run (yet): " + ", ".join(missing) + ".") if missing
+                  else "None: every run this budget calls for is in the CSVs.", ""]
+    if figure:
+        parts += ["## Accuracy vs throughput", "", f"![accuracy vs throughput]({figure})", "",
+                  "x: images/s of `zoo bench` at the benchmark resolution (batch 1); y: test MAE of each protocol "
+                  "(cells: mean over draws at the largest N, bars one standard deviation); dashed lines: the "
+                  "constant-count baseline and, for cells, the published anchors at that N. One row of panels per "
+                  "budget and device.", ""]
+    return "\n".join(parts)
+
+
+def plot(frames: dict[str, pd.DataFrame], path: Path, baselines: dict[str, Baseline] | None = None) -> Path | None:
+    """Accuracy against inference throughput per protocol, with the published anchors and the constant-count
+    baseline as horizontal lines; None when no synthetic row has a speed."""
+    speed_rows = frames["synthetic"].dropna(subset=["images_per_s"])
+    keys = sorted({(b, d) for b, d in zip(speed_rows["budget"], speed_rows["device"], strict=True)})
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    palette = plt.get_cmap("tab10")
+    colours = {model: palette(i % 10) for i, model in enumerate(sorted(set(speed_rows["model"])))}
+    fig, axes = plt.subplots(len(keys), 3, figsize=(13, 4 * len(keys)), squeeze=False)
+    for row_axes, (budget_name, device) in zip(axes, keys, strict=True):
+        chosen = {p: f[(f["budget"] == budget_name) & (f["device"] == device)] for p, f in frames.items()}
+        speed = chosen["synthetic"].dropna(subset=["images_per_s"]).groupby("model")["images_per_s"].last()
+        for ax, protocol in zip(row_axes, ("synthetic", "cells", "street"), strict=True):
+            frame = chosen[protocol]
+            title = f"{protocol} ({budget_name}, {device})"
+            lines = [("constant count", baselines[protocol].constant_mae)] if protocol in (baselines or {}) else []
+            if protocol == "cells" and not frame.empty:
+                n = frame["n_train"].max()
+                frame = frame[frame["n_train"] == n]
+                title = f"cells N = {n} ({budget_name}, {device})"
+                lines += [(a.method, a.mae) for a in ANCHORS if a.n_train == n]
+            lowest = min((mae for _, mae in lines), default=None)
+            for label, mae in lines:
+                ax.axhline(mae, ls="--", lw=0.8, color="grey")
+                # The lowest label goes under its line, the others over theirs: close anchors (2.3 and 2.9)
+                # would otherwise print over each other.
+                ax.annotate(label, (1, mae), xycoords=("axes fraction", "data"), ha="right",
+                            va="top" if mae == lowest and len(lines) > 1 else "bottom", fontsize=7,
+                            color="dimgrey")
+            stats = frame.groupby("model")["mae"].agg(["mean", "std"])
+            for model, (mean, std) in stats.iterrows():
+                if model in speed.index:
+                    ax.errorbar(speed[model], mean, yerr=0 if pd.isna(std) else std, fmt="o", capsize=3,
+                                color=colours[model])
+                    ax.annotate(model, (speed[model], mean), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel(f"images/s ({speed_rows['bench_resolution'].iloc[0]}, batch 1)")
+            ax.set_ylabel("test MAE")
+            ax.margins(x=0.2)  # room for the model names beside the outermost points
+            ax.set_ylim(0, 1.15 * ax.get_ylim()[1])  # and for the labels above the highest one
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_report(results: Path, extra_budgets: dict[str, Budget] | None = None,
+                 datasets: dict[str, str] | None = None) -> Path:
+    """Write COMPARISON.md (and comparison.png when speeds exist) into `results`; returns the markdown path.
+    `datasets` maps protocols to the data whose constant-count baselines the tables quote (absent ones skipped)."""
+    results = Path(results)
+    frames = load(results)
+    baselines = {protocol: count_baseline(spec) for protocol, spec in (datasets or {}).items()}
+    figure = plot(frames, results / "comparison.png", baselines)
+    target = results / "COMPARISON.md"
+    text = render(frames, extra_budgets, figure.name if figure else None, baselines)
+    atomic_write(target, lambda tmp: Path(tmp).write_text(text))
+    return target
