@@ -8,11 +8,9 @@ atomically, earlier rows kept byte for byte. Columns are documented in results/R
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
-from zoo.checkpoint import atomic_write
-from zoo.errors import ZooError
+from zoo.csvrows import append_rows
 
 KEY = ("protocol", "model", "budget", "device", "n_train", "draw")
 COLUMNS = [*KEY, "family", "epochs", "images_seen", "crop_size", "crops_per_image", "threads", "train_seconds",
@@ -46,18 +44,5 @@ def read_rows(path: Path) -> list[dict]:
 
 def append_row(path: Path, row: dict, protocol: str) -> None:
     """Add one row to `path` (created with its header if absent); a file of another schema is refused."""
-    path = Path(path)
-    fields = columns(protocol)
-    old = path.read_text() if path.is_file() else ""
-    header = next(csv.reader(io.StringIO(old)), None)
-    if header is not None and header != fields:
-        raise ZooError(f"{path}: its header is not the {protocol} comparison schema (results/README.md); "
-                       "move it aside to start a new file")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    if header is None:
-        writer.writeheader()
-    writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    if old and not old.endswith("\n"):
-        old += "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(old + buffer.getvalue()))
+    append_rows(path, [row], columns(protocol), schema=f"{protocol} comparison",
+                remedy="move it aside to start a new file")

@@ -3,10 +3,7 @@ appending rows atomically, the terminal table and the accuracy-vs-throughput fig
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
 import platform
 import subprocess
 from datetime import UTC, datetime
@@ -15,7 +12,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from zoo.errors import ZooError
+from zoo.csvrows import append_rows
 
 COLUMNS = [
     # environment
@@ -73,32 +70,8 @@ def device_name(device: torch.device) -> str:
 
 
 def append_csv(path: Path, rows: list[dict]) -> None:
-    """Append `rows` to `path` (created with a header if absent), keeping the earlier rows byte for byte.
-
-    The whole file is rewritten to a temporary file beside it and renamed over it, so an interrupted run never
-    leaves a half-written CSV. A file whose header is not this schema is left alone: appending would corrupt it.
-    """
-    path = Path(path)
-    old = path.read_text() if path.is_file() else ""
-    header = next(csv.reader(io.StringIO(old)), None)
-    if header is not None and header != COLUMNS:
-        raise ZooError(f"{path}: its header is not the current benchmark schema (results/README.md); "
-                       "move it aside or pass another --out")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    if header is None:
-        writer.writeheader()
-    writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
-    if old and not old.endswith("\n"):
-        old += "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(old + buffer.getvalue())
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise ZooError(f"{path}: cannot write the benchmark CSV ({error.strerror or error})") from None
+    """Append benchmark rows to `path`, atomically, keeping the earlier rows (a file of another schema is refused)."""
+    append_rows(path, rows, COLUMNS, schema="current benchmark", remedy="move it aside or pass another --out")
 
 
 TABLE_COLUMNS = {  # key -> heading; a column is shown when some row has a value for it
