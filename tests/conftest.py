@@ -17,6 +17,16 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def data_outside_the_checkout(tmp_path_factory):
+    """Generated datasets and caches (sigma maps, cells draws) go to a temporary $ZOO_DATA, never into the
+    checkout's data/, so the suite neither depends on nor changes what a user generated there."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ZOO_DATA", str(tmp_path_factory.mktemp("zoo_data")))
+    yield
+    patch.undo()
+
+
 def assets_path(*parts: str) -> Path:
     """Path inside ../shared/assets, or skip the test saying what is missing."""
     path = ASSETS.joinpath(*parts)
@@ -53,11 +63,25 @@ def blob_batches(samples: list[dict], batch_size: int):
     return [collate(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
 
 
+def write_mat(path: Path, points: np.ndarray) -> Path:
+    """ShanghaiTech's nesting: image_info is a 1x1 cell holding a 1x1 struct {location: Nx2 double, number}
+    (test_readers.py checks it against a real ground-truth file)."""
+    import scipy.io
+
+    struct = np.zeros((1, 1), dtype=[("location", object), ("number", object)])
+    struct[0, 0]["location"] = np.asarray(points, np.float64).reshape(-1, 2)
+    struct[0, 0]["number"] = np.array([[len(points)]], np.uint8)
+    cell = np.empty((1, 1), dtype=object)
+    cell[0, 0] = struct
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {"image_info": cell})
+    return path
+
+
 def write_shanghaitech(root: Path, splits: dict[str, int], size: tuple[int, int] = (64, 64), seed: int = 0,
                        counts: tuple[int, int] = (0, 12)) -> Path:
     """A small dataset of blob images in the ShanghaiTech layout (images/IMG_k.jpg, ground-truth/GT_IMG_k.mat)."""
     import cv2
-    import scipy.io
 
     for offset, (split, n) in enumerate(splits.items()):
         images, truth = root / f"{split}_data" / "images", root / f"{split}_data" / "ground-truth"
@@ -67,8 +91,5 @@ def write_shanghaitech(root: Path, splits: dict[str, int], size: tuple[int, int]
             rgb = sample["image"] * IMAGENET_STD + IMAGENET_MEAN
             pixels = (rgb.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             cv2.imwrite(str(images / f"IMG_{k}.png"), pixels[..., ::-1])
-            info = np.empty((1, 1), dtype=object)
-            points = sample["points"].numpy().astype(np.float64)
-            info[0, 0] = np.array([[(points, np.array([[len(points)]]))]], dtype=[("location", "O"), ("number", "O")])
-            scipy.io.savemat(truth / f"GT_IMG_{k}.mat", {"image_info": info})
+            write_mat(truth / f"GT_IMG_{k}.mat", sample["points"].numpy())
     return root

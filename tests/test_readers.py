@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import scipy.io
-from conftest import assets_path
+from conftest import assets_path, write_mat
 
 from zoo.data.check import check_dataset
 from zoo.data.dataset import PointDataset
@@ -28,18 +28,6 @@ def write_image(path: Path, seed: int = 0, channels: int = 3, dtype=np.uint8) ->
     image = rng.integers(0, np.iinfo(dtype).max, (HEIGHT, WIDTH, channels), dtype=dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), image.squeeze(2) if channels == 1 else image)
-    return path
-
-
-def write_mat(path: Path, points: np.ndarray) -> Path:
-    """ShanghaiTech's nesting: image_info is a 1x1 cell holding a 1x1 struct {location: Nx2 double, number}."""
-    struct = np.zeros((1, 1), dtype=[("location", object), ("number", object)])
-    struct[0, 0]["location"] = np.asarray(points, np.float64).reshape(-1, 2)
-    struct[0, 0]["number"] = np.array([[len(points)]], np.uint8)
-    cell = np.empty((1, 1), dtype=object)
-    cell[0, 0] = struct
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(str(path), {"image_info": cell})
     return path
 
 
