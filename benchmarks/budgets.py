@@ -28,17 +28,30 @@ class Budget:
     cells_crops: int  # training crops seen per cells run, whatever N
     synthetic_crops: int
     street_crops: int
+    street_crop_size: int  # street photos are 768x1024 with ~16 heads: a 128 px crop holds a third of a head
     validations: int  # validation passes per run, spread evenly over its epochs (the last epoch always has one)
     note: str = ""  # what the budget can and cannot show, quoted in the report
+
+    def crops(self, protocol: str) -> int:
+        """Training crops per run of `protocol`; 0 for a protocol this budget leaves out."""
+        return {"cells": self.cells_crops if self.cells_sizes else 0, "synthetic": self.synthetic_crops,
+                "street": self.street_crops}[protocol]
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The protocols this budget trains, in running order (street fine-tunes the synthetic checkpoints)."""
+        return tuple(protocol for protocol in ("synthetic", "street", "cells") if self.crops(protocol) > 0)
 
     def epochs(self, crops: int, n_train: int) -> int:
         return max(1, round(crops / (n_train * self.crops_per_image)))
 
-    def recipe_overrides(self, crops: int, n_train: int) -> dict:
-        """What the protocol sets on top of each model's recipe: the shared augmentation and the run length."""
+    def recipe_overrides(self, crops: int, n_train: int, crop_size: int | None = None) -> dict:
+        """What the protocol sets on top of each model's recipe: the shared augmentation (with the protocol's
+        crop size, if it has one) and the run length."""
         epochs = self.epochs(crops, n_train)
         default = Recipe()
         shared = {name: getattr(default, name) for name in AUGMENTATION_FIELDS}
+        shared["crop_size"] = crop_size or shared["crop_size"]
         return {**shared, "crops_per_image": self.crops_per_image, "epochs": epochs,
                 "eval_every": max(1, epochs // self.validations)}
 
@@ -49,15 +62,23 @@ BUDGETS = {
     # About 6 minutes per cells N and draw for the three models with their validation and test passes, about
     # 40 minutes for the suite. CPN on ResNet-18 stands in for the ResNet-50 CPN, several times slower there.
     "cpu": Budget(name="cpu-reduced", models=("p2pnet", "csrnet", "cpn_r18"), cells_sizes=(32, 64), cells_draws=2,
-                  crops_per_image=1, cells_crops=1920, synthetic_crops=1920, street_crops=960, validations=2,
+                  crops_per_image=1, cells_crops=1920, synthetic_crops=1920, street_crops=960, street_crop_size=256,
+                  validations=2,
                   note="A smoke-scale budget: about 240 optimizer steps per run from random weights, far from "
                        "convergence. It checks that every protocol runs end to end and shows early-training "
                        "behaviour; its accuracy says little about what the architectures reach when trained "
                        "fully, which is what the published anchors report."),
+    # How far longer CPU training takes the cells counts: the two best cpu-reduced models on cells, one draw at
+    # N = 64 with 8 times the cells crops (about 20 minutes a model on 2 idle cores).
+    "cpu-long": Budget(name="cpu-long", models=("p2pnet", "csrnet"), cells_sizes=(64,), cells_draws=1,
+                       crops_per_image=1, cells_crops=15_360, synthetic_crops=0, street_crops=0,
+                       street_crop_size=256, validations=10,
+                       note="Cells only, one draw (so no spread): 8 times the cpu-reduced cells budget, 240 "
+                            "epochs at N = 64, about 1900 optimizer steps from random weights."),
     # The issue's protocol: five draws per N, every model, long enough to converge on a GPU.
     "full": Budget(name="full", models=("p2pnet", "csrnet", "cpn", "cpn_r18"), cells_sizes=(32, 64),
                    cells_draws=5, crops_per_image=4, cells_crops=64_000, synthetic_crops=64_000,
-                   street_crops=19_200, validations=20,
+                   street_crops=19_200, street_crop_size=256, validations=20,
                    note="The issue's protocol: five draws per N; 250-500 epochs of four crops per image on cells."),
 }
 
@@ -66,7 +87,7 @@ def get_budget(name: str) -> Budget:
     try:
         return BUDGETS[name]
     except KeyError:
-        raise ZooError(f"unknown --budget {name!r}; choose {' or '.join(BUDGETS)}") from None
+        raise ZooError(f"unknown --budget {name!r}; choose from {', '.join(BUDGETS)}") from None
 
 
 def budget_named(row_name: str, extra: dict[str, Budget] | None = None) -> Budget | None:

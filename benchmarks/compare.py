@@ -1,6 +1,7 @@
 """The comparison suite of issue 8 in one command: the three protocols, then results/COMPARISON.md.
 
     .venv/bin/python -m benchmarks.compare --budget cpu                  # reduced: about 40 minutes on 2 idle cores
+    .venv/bin/python -m benchmarks.compare --budget cpu-long             # cells only, 8x longer: about 40 minutes
     .venv/bin/python -m benchmarks.compare --budget full --device cuda   # the issue's full protocol
     .venv/bin/python -m benchmarks.compare --report-only                 # regenerate the report from the CSVs
 
@@ -29,7 +30,8 @@ from zoo.paths import data_dir
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS), help="cpu (reduced) or full")
+    parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
+                        help="cpu (reduced), cpu-long (cells only, longer) or full (the issue's, for a GPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "off"), help="mixed precision")
     parser.add_argument("--threads", type=int,
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ZooError(f"--protocols {', '.join(unknown)}: unknown; choose from {', '.join(PROTOCOLS)}")
             setup = Setup(results=Path(args.results), runs=Path(args.runs), device=args.device, amp=args.amp,
                           cells=Path(args.cells), street=Path(args.street), console=console)
-            for protocol in (p for p in PROTOCOLS if p in protocols):
+            for protocol in (p for p in PROTOCOLS if p in protocols and p in budget.protocols):
                 PROTOCOLS[protocol](budget, setup)
         datasets = {"cells": args.cells, "synthetic": str(data_dir() / "synthetic"), "street": args.street}
         report = write_report(Path(args.results),

@@ -67,6 +67,7 @@ class Job:
     draw: int
     crops: int  # training crops this run sees (the budget's)
     init_from: str | None = None
+    crop_size: int | None = None  # None: the default recipe's
 
     def key(self, budget: Budget, setup: Setup) -> tuple[str, ...]:
         return rows.key_of({"protocol": self.protocol, "model": self.model, "budget": budget.name,
@@ -156,14 +157,15 @@ def street_jobs(budget: Budget, setup: Setup) -> list[Job]:
             setup.console.print(f"street: no synthetic {budget.name} checkpoint of {model} on {setup.device} in "
                                 f"{rows.csv_path(setup.results, 'synthetic')}; run the synthetic protocol first")
             continue
-        jobs.append(Job("street", model, str(setup.street), n_train, 0, budget.street_crops, trained[model]))
+        jobs.append(Job("street", model, str(setup.street), n_train, 0, budget.street_crops, trained[model],
+                        budget.street_crop_size))
     return jobs
 
 
 def run_job(job: Job, budget: Budget, setup: Setup) -> dict:
     """Train (or finish training) one job in its run folder and return its CSV row."""
     out = job.out(budget, setup)
-    overrides = budget.recipe_overrides(job.crops, job.n_train)
+    overrides = budget.recipe_overrides(job.crops, job.n_train, job.crop_size)
     cfg = TrainConfig(job.model, data=job.data, out=str(out), device=setup.device, amp=setup.amp, seed=job.draw,
                       resume=True, init_from=job.init_from, recipe=overrides)
     result = train(cfg, console=setup.console)

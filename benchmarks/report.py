@@ -16,6 +16,7 @@ from benchmarks import rows
 from benchmarks.budgets import Budget, budget_named
 from zoo.checkpoint import atomic_write
 from zoo.data.dataset import resolve_splits
+from zoo.registry import Recipe
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,14 @@ ANCHORS = (
 )
 COMMANDS = """\
 .venv/bin/python -m benchmarks.compare --budget cpu                  # reduced: about 40 minutes on 2 idle cores
+.venv/bin/python -m benchmarks.compare --budget cpu-long             # cells only, 8x longer: about 40 minutes
 .venv/bin/python -m benchmarks.compare --budget full --device cuda   # the issue's full protocol, on a GPU
 .venv/bin/python -m benchmarks.compare --report-only                 # this file and the figure, from the CSVs"""
 PROTOCOL_TITLES = {"cells": "1. VGG cells (images 101-200, MAE over draws)",
                    "synthetic": "2. Synthetic crowds (held-out synthetic test split)",
                    "street": "3. Real street crowds (8 test images, fine-tuned from the synthetic checkpoints)"}
 NOT_RUN = "not run"
+ACCURACY = ["MAE", "MSE", "NAE", "F1@4", "F1@8"]
 
 
 def load(results: Path) -> dict[str, pd.DataFrame]:
@@ -98,22 +101,33 @@ def cells_table(frame: pd.DataFrame, budget: Budget | None) -> str:
     return markdown_table(header, body)
 
 
-def synthetic_table(frame: pd.DataFrame, budget: Budget | None) -> str:
-    header = ["model", "family", "MAE", "MSE", "NAE", "F1@4", "F1@8", "crops seen", "epochs", "train s",
-              "params M", "GFLOPs/img", "img/s", "latency ms", "peak MB", "train img/s"]
+def accuracy_cells(r: pd.Series) -> list[str]:
+    return [fmt(r["mae"]), fmt(r["mse"]), fmt(r["nae"], 3), fmt(r["f1_4"], 3), fmt(r["f1_8"], 3)]
+
+
+def latest_run_table(frame: pd.DataFrame, budget: Budget | None, header: list[str], cells) -> str:
+    """One line per model: model, family, then `cells(row)` of its latest run, or "not run"."""
     body = []
     for model in models_in(frame, budget):
         run = frame[frame["model"] == model]
         if run.empty:
             body.append([model, "", NOT_RUN] + [""] * (len(header) - 3))
-            continue
-        r = run.iloc[-1]
+        else:
+            body.append([model, run["family"].iloc[-1], *cells(run.iloc[-1])])
+    return markdown_table(header, body)
+
+
+def synthetic_table(frame: pd.DataFrame, budget: Budget | None) -> str:
+    header = ["model", "family", *ACCURACY, "crops seen", "epochs", "train s", "params M", "GFLOPs/img", "img/s",
+              "latency ms", "peak MB", "train img/s"]
+
+    def cells(r: pd.Series) -> list[str]:
         memory = r["peak_rss_mb"] if pd.notna(r["peak_rss_mb"]) else r["cuda_peak_allocated_mb"]
-        body.append([model, r["family"], fmt(r["mae"]), fmt(r["mse"]), fmt(r["nae"], 3), fmt(r["f1_4"], 3),
-                     fmt(r["f1_8"], 3), str(int(r["images_seen"])), str(int(r["epochs"])), fmt(r["train_seconds"], 0),
-                     fmt(r["params_total"] / 1e6, 1), fmt(r["gflops_per_image"], 1), fmt(r["images_per_s"], 2),
-                     fmt(r["latency_ms_median"], 0), fmt(memory, 0), fmt(r["train_images_per_s"], 1)])
-    table = markdown_table(header, body)
+        return [*accuracy_cells(r), str(int(r["images_seen"])), str(int(r["epochs"])), fmt(r["train_seconds"], 0),
+                fmt(r["params_total"] / 1e6, 1), fmt(r["gflops_per_image"], 1), fmt(r["images_per_s"], 2),
+                fmt(r["latency_ms_median"], 0), fmt(memory, 0), fmt(r["train_images_per_s"], 1)]
+
+    table = latest_run_table(frame, budget, header, cells)
     speed = frame.dropna(subset=["bench_resolution"])
     if not speed.empty:
         table += (f"\n\nSpeed and memory: `zoo bench` at {speed['bench_resolution'].iloc[0]}, "
@@ -124,17 +138,10 @@ def synthetic_table(frame: pd.DataFrame, budget: Budget | None) -> str:
 
 
 def street_table(frame: pd.DataFrame, budget: Budget | None) -> str:
-    header = ["model", "family", "MAE", "MSE", "NAE", "F1@4", "F1@8", "crops seen", "epochs", "fine-tuned from"]
-    body = []
-    for model in models_in(frame, budget):
-        run = frame[frame["model"] == model]
-        if run.empty:
-            body.append([model, "", NOT_RUN] + [""] * (len(header) - 3))
-            continue
-        r = run.iloc[-1]
-        body.append([model, r["family"], fmt(r["mae"]), fmt(r["mse"]), fmt(r["nae"], 3), fmt(r["f1_4"], 3),
-                     fmt(r["f1_8"], 3), str(int(r["images_seen"])), str(int(r["epochs"])), f"`{r['init_from']}`"])
-    return markdown_table(header, body) + (
+    header = ["model", "family", *ACCURACY, "crops seen", "epochs", "fine-tuned from"]
+    table = latest_run_table(frame, budget, header, lambda r: [*accuracy_cells(r), str(int(r["images_seen"])),
+                                                                str(int(r["epochs"])), f"`{r['init_from']}`"])
+    return table + (
         "\n\nThis set uses ShanghaiTech Part B's layout but holds other scenes, so published Part B results do "
         "not apply to it.")
 
@@ -148,18 +155,21 @@ def missing_rows(frames: dict[str, pd.DataFrame], budget: Budget) -> list[str]:
             for m, n, d in zip(f["model"], f["n_train"], f["draw"], strict=True)}
     have_any_n = {(p, m, d) for p, m, _, d in have}
     missing = [f"cells {m} N={n} draw {d}" for n in budget.cells_sizes for d in range(budget.cells_draws)
-               for m in budget.models if ("cells", m, n, d) not in have]
-    missing += [f"{p} {m}" for p in ("synthetic", "street") for m in budget.models if (p, m, 0) not in have_any_n]
+               for m in budget.models if "cells" in budget.protocols and ("cells", m, n, d) not in have]
+    missing += [f"{p} {m}" for p in ("synthetic", "street") for m in budget.models
+                if p in budget.protocols and (p, m, 0) not in have_any_n]
     return missing
 
 
 def budget_text(budget: Budget) -> str:
     return (f"Models {', '.join(budget.models)}; cells N = {', '.join(map(str, budget.cells_sizes))} with "
             f"{budget.cells_draws} draws each; {budget.crops_per_image} crop(s) per image per epoch; training "
-            f"crops per run: cells {budget.cells_crops}, synthetic {budget.synthetic_crops}, street "
-            f"{budget.street_crops}; {budget.validations} validation pass(es) per run. Same augmentation for every "
-            "model (the default recipe's crop, scale, flip, jitter); the rest is each model's registry recipe. "
-            "All models start from random weights (no pretrained weights exist here). " + budget.note).strip()
+            f"crops per run: {', '.join(f'{p} {budget.crops(p)}' for p in budget.protocols)}; "
+            f"{budget.validations} validation pass(es) per run. Same augmentation for every "
+            f"model (the default recipe's scale, flip and jitter; crops of {Recipe().crop_size} px, "
+            f"{budget.street_crop_size} px on the 768x1024 street photos); the rest is each model's registry "
+            "recipe. All models start from random weights (no pretrained weights exist here). "
+            + budget.note).strip()
 
 
 def cells_verdict(frame: pd.DataFrame) -> str:
@@ -213,6 +223,8 @@ def render(frames: dict[str, pd.DataFrame], extra_budgets: dict[str, Budget] | N
                   budget_text(budget) if budget else "(a budget this version of the suite does not define)", "",
                   f"Code: {', '.join(commits)}; torch threads: {', '.join(threads) or 'not recorded'}.", ""]
         for protocol, table in (("cells", cells_table), ("synthetic", synthetic_table), ("street", street_table)):
+            if budget and protocol not in budget.protocols and chosen[protocol].empty:
+                continue
             parts += [f"### {PROTOCOL_TITLES[protocol]}", "", table(chosen[protocol], budget), ""]
             if protocol in (baselines or {}):
                 parts += [baselines[protocol].text(), ""]

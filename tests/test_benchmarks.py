@@ -31,7 +31,7 @@ from benchmarks import protocols, report, rows  # noqa: E402
 from benchmarks.budgets import Budget  # noqa: E402
 
 TINY = Budget(name="tiny", models=("tiny_density",), cells_sizes=(4,), cells_draws=2, crops_per_image=1,
-              cells_crops=8, synthetic_crops=8, street_crops=8, validations=1)
+              cells_crops=8, synthetic_crops=8, street_crops=8, street_crop_size=24, validations=1)
 
 
 @pytest.fixture(autouse=True)
@@ -171,7 +171,8 @@ def table_after(markdown: str, heading: str) -> list[list[str]]:
 def test_report_shows_mean_and_spread_beside_the_anchors_and_lists_missing_rows(tmp_path):
     results = tmp_path / "results"
     budget = Budget(name="tiny", models=("tiny_density", "other"), cells_sizes=(32, 64), cells_draws=2,
-                    crops_per_image=1, cells_crops=64, synthetic_crops=64, street_crops=64, validations=1)
+                    crops_per_image=1, cells_crops=64, synthetic_crops=64, street_crops=64, street_crop_size=256,
+                    validations=1)
     for draw, mae in ((0, 3.0), (1, 5.5)):
         rows.append_row(rows.csv_path(results, "cells"), fake_row("cells", "tiny_density", 64, draw, mae), "cells")
     speed = {"bench_status": "ok", "bench_resolution": "768x1024", "bench_dtype": "bf16", "params_total": 2e6,
@@ -241,3 +242,16 @@ def test_every_comparison_column_is_documented_in_results_readme():
     documented = {name for line in table_rows for name in re.findall(r"`([a-z0-9_]+)`", line.split("|")[1])}
     assert documented == set(rows.COLUMNS)
     assert all(f"`{name}`" in section for name in rows.SPEED_COLUMNS)
+
+
+def test_a_cells_only_budget_runs_and_reports_cells_alone(setup):
+    cells_only = Budget(name="tiny-cells", models=("tiny_density",), cells_sizes=(4,), cells_draws=1,
+                        crops_per_image=1, cells_crops=8, synthetic_crops=0, street_crops=0, street_crop_size=24,
+                        validations=1)
+    assert cells_only.protocols == ("cells",)
+    for protocol in cells_only.protocols:
+        protocols.PROTOCOLS[protocol](cells_only, setup)
+    markdown = report.write_report(setup.results, {"tiny-cells": cells_only}).read_text()
+    assert "### 1. VGG cells" in markdown and "### 2. Synthetic" not in markdown and "### 3. Real" not in markdown
+    assert "None: every run this budget calls for is in the CSVs." in markdown
+    assert "training crops per run: cells 8;" in markdown
