@@ -161,15 +161,20 @@ def missing_rows(frames: dict[str, pd.DataFrame], budget: Budget) -> list[str]:
     return missing
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n} {word if n == 1 else words or word + 's'}"
+
+
 def budget_text(budget: Budget) -> str:
+    crops = f"crops of {Recipe().crop_size} px"
+    if "street" in budget.protocols:
+        crops += f", {budget.street_crop_size} px on the 768x1024 street photos"
     return (f"Models {', '.join(budget.models)}; cells N = {', '.join(map(str, budget.cells_sizes))} with "
-            f"{budget.cells_draws} draws each; {budget.crops_per_image} crop(s) per image per epoch; training "
-            f"crops per run: {', '.join(f'{p} {budget.crops(p)}' for p in budget.protocols)}; "
-            f"{budget.validations} validation pass(es) per run. Same augmentation for every "
-            f"model (the default recipe's scale, flip and jitter; crops of {Recipe().crop_size} px, "
-            f"{budget.street_crop_size} px on the 768x1024 street photos); the rest is each model's registry "
-            "recipe. All models start from random weights (no pretrained weights exist here). "
-            + budget.note).strip()
+            f"{plural(budget.cells_draws, 'draw')} each; {plural(budget.crops_per_image, 'crop')} per image per "
+            f"epoch; training crops per run: {', '.join(f'{p} {budget.crops(p)}' for p in budget.protocols)}; "
+            f"{plural(budget.validations, 'validation pass', 'validation passes')} per run. Same augmentation for "
+            f"every model (the default recipe's scale, flip and jitter; {crops}); the rest is each model's registry "
+            "recipe. All models start from random weights (no pretrained weights exist here). " + budget.note).strip()
 
 
 def cells_verdict(frame: pd.DataFrame) -> str:
@@ -181,8 +186,8 @@ def cells_verdict(frame: pd.DataFrame) -> str:
         anchors = [a for a in ANCHORS if a.n_train == n]
         against = "; ".join(f"{a.method} {a.mae_text}: {'beaten' if means[best] < a.mae else 'not reached'}"
                             for a in anchors)
-        lines.append(f"- N = {n}: best is {best} at {means[best]:.2f} MAE (mean of {int((runs['model'] == best).sum())}"
-                     f" draws){'; ' + against if against else ''}.")
+        lines.append(f"- N = {n}: best is {best} at {means[best]:.2f} MAE (mean of "
+                     f"{plural(int((runs['model'] == best).sum()), 'draw')}){'; ' + against if against else ''}.")
     return "\n".join(lines)
 
 
@@ -244,9 +249,11 @@ def render(frames: dict[str, pd.DataFrame], extra_budgets: dict[str, Budget] | N
 
 def plot(frames: dict[str, pd.DataFrame], path: Path, baselines: dict[str, Baseline] | None = None) -> Path | None:
     """Accuracy against inference throughput per protocol, with the published anchors and the constant-count
-    baseline as horizontal lines; None when no synthetic row has a speed."""
+    baseline as horizontal lines; None when no synthetic row has a speed. A budget without synthetic runs (so
+    without speeds of its own) borrows the speeds measured on the same device: speed does not depend on training."""
     speed_rows = frames["synthetic"].dropna(subset=["images_per_s"])
-    keys = sorted({(b, d) for b, d in zip(speed_rows["budget"], speed_rows["device"], strict=True)})
+    measured_on = set(speed_rows["device"])
+    keys = [key for key in groups(frames) if key[1] in measured_on]
     if not keys:
         return None
     import matplotlib
@@ -259,9 +266,14 @@ def plot(frames: dict[str, pd.DataFrame], path: Path, baselines: dict[str, Basel
     fig, axes = plt.subplots(len(keys), 3, figsize=(13, 4 * len(keys)), squeeze=False)
     for row_axes, (budget_name, device) in zip(axes, keys, strict=True):
         chosen = {p: f[(f["budget"] == budget_name) & (f["device"] == device)] for p, f in frames.items()}
-        speed = chosen["synthetic"].dropna(subset=["images_per_s"]).groupby("model")["images_per_s"].last()
+        own = speed_rows[(speed_rows["budget"] == budget_name) & (speed_rows["device"] == device)]
+        speed = (own if not own.empty else speed_rows[speed_rows["device"] == device]).groupby("model")[
+            "images_per_s"].last()
         for ax, protocol in zip(row_axes, ("synthetic", "cells", "street"), strict=True):
             frame = chosen[protocol]
+            if frame.empty:
+                ax.set_axis_off()
+                continue
             title = f"{protocol} ({budget_name}, {device})"
             lines = [("constant count", baselines[protocol].constant_mae)] if protocol in (baselines or {}) else []
             if protocol == "cells" and not frame.empty:
