@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import blob_batches, blob_samples
+from conftest import blob_batches, blob_samples, fit
 
 from zoo.errors import ZooError
 from zoo.metrics import match_points
@@ -301,14 +301,7 @@ def test_learns_blob_counts_better_than_the_mean():
     train = blob_batches(blob_samples(64, seed=1, encoder=encoder), 8)
     test = blob_batches(blob_samples(32, seed=2, encoder=encoder), 8)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for step in range(40):
-        batch = train[step % len(train)]
-        loss, _ = model.loss(model(batch.images), batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses = fit(model, train, optimizer, 40)
     assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
     model.eval()
     train_mean = np.mean([len(p) for b in train for p in b.points])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import blob_batches, blob_samples
+from conftest import blob_batches, blob_samples, fit
 
 from zoo import density as D
 from zoo.errors import ZooError
@@ -223,14 +223,7 @@ def test_learns_to_count_blobs(one_thread):
     true = np.array([len(s["points"]) for s in held_out], float)
     baseline = np.abs(true - np.mean([len(p) for b in train for p in b.points])).mean()
     optimizer = torch.optim.Adam(model.parameters(), 3e-4)
-    losses = []
-    for step in range(60):
-        batch = train[step % len(train)]
-        loss, _ = model.loss(model(batch.images), batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit(model, train, optimizer, 60)
     model.eval()
     test = blob_batches(held_out, len(held_out))[0]
     mae = np.abs([p.count for p in model.predict(test.images, test.sizes, 0.1)] - true).mean()

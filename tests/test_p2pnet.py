@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import blob_batches, blob_samples
+from conftest import blob_batches, blob_samples, fit
 
 from zoo.errors import ZooError
 from zoo.metrics import match_points
@@ -272,15 +272,7 @@ def train_on_blobs(steps: int, lr: float, backbone_lr: float, **overrides) -> tu
     head = [p for name, p in model.named_parameters() if not name.startswith("backbone.")]
     optimizer = torch.optim.Adam([{"params": model.backbone_parameters(), "lr": backbone_lr},
                                   {"params": head, "lr": lr}])
-    losses = []
-    for step in range(steps):
-        batch = train[step % len(train)]
-        total, _ = model.loss(model(batch.images), batch)
-        optimizer.zero_grad()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), get_recipe("p2pnet").grad_clip)
-        optimizer.step()
-        losses.append(total.item())
+    losses = fit(model, train, optimizer, steps, get_recipe("p2pnet").grad_clip)
     mean_count = np.mean([len(t) for b in train for t in b.points])
     baseline = float(np.abs(mean_count - np.array([len(t) for t in held_out.points])).mean())
     return model, losses, before, dict(evaluate(model, held_out), baseline=baseline)

@@ -75,6 +75,19 @@ def build_optimizer(net, recipe):
     raise ZooError(f"unknown optimizer {recipe.optimizer!r}; choose adam, adamw or sgd")
 
 
+def optimizer_step(loss: torch.Tensor, net: torch.nn.Module, optimizer, scaler: torch.amp.GradScaler,
+                   grad_clip: float) -> None:
+    """Backward and one optimizer step: scaled (fp16), gradients clipped to `grad_clip` once unscaled (0: no
+    clipping). `zoo bench` times this same step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def check_finite(loss, parts, epoch: int, step: int, device) -> None:
     """Stop every rank together when any rank sees a non-finite loss, naming the step and the term."""
     bad = torch.tensor(float(not torch.isfinite(loss.detach())), device=device)
@@ -184,13 +197,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                     outputs = model(images)
                 loss, parts = net.loss(outputs, batch)
                 check_finite(loss, parts, epoch, step, device)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if recipe.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                optimizer_step(loss, net, optimizer, scaler, recipe.grad_clip)
                 step += 1
                 done += 1
                 images_seen += len(batch.images) * world

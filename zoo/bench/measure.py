@@ -199,7 +199,7 @@ def time_inference(model, runner, unit: Unit, device: torch.device) -> dict:
 def train_throughput(model, runner, unit: Unit, device: torch.device) -> dict:
     """Images/s of full optimizer steps (the family's loss, backward, clipping, step) at the recipe's crop and
     batch. Runs last: it changes the weights."""
-    from zoo.train import build_optimizer  # the trainer's parameter groups and optimizer
+    from zoo.train import build_optimizer, optimizer_step  # the trainer's parameter groups and step
 
     recipe = get_recipe(unit.model)
     batch_size = recipe.batch_size * recipe.crops_per_image
@@ -213,13 +213,7 @@ def train_throughput(model, runner, unit: Unit, device: torch.device) -> dict:
         with autocast(device, AMP[unit.dtype]):
             outputs = runner(images)
         loss, _ = model.loss(outputs, batch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if recipe.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        optimizer_step(loss, model, optimizer, scaler, recipe.grad_clip)
 
     for _ in range(max(unit.warmup, 1)):
         step()
