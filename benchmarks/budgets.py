@@ -68,13 +68,13 @@ BUDGETS = {
                        "convergence. It checks that every protocol runs end to end and shows early-training "
                        "behaviour; its accuracy says little about what the architectures reach when trained "
                        "fully, which is what the published anchors report."),
-    # How far longer CPU training takes the cells counts: the two best cpu-reduced models on cells, one draw at
-    # N = 64 with 8 times the cells crops (about 20 minutes a model on 2 idle cores).
-    "cpu-long": Budget(name="cpu-long", models=("p2pnet", "csrnet"), cells_sizes=(64,), cells_draws=1,
+    # How far longer CPU training takes the cells counts: the two best cpu-reduced models on cells, two draws at
+    # N = 64 with 8 times the cells crops (15-17 minutes a model and draw on 2 idle cores, about 65 in all).
+    "cpu-long": Budget(name="cpu-long", models=("p2pnet", "csrnet"), cells_sizes=(64,), cells_draws=2,
                        crops_per_image=1, cells_crops=15_360, synthetic_crops=0, street_crops=0,
                        street_crop_size=256, validations=10,
-                       note="Cells only, one draw (so no spread): 8 times the cpu-reduced cells budget, 240 "
-                            "epochs at N = 64, about 1900 optimizer steps from random weights."),
+                       note="Cells only, two draws at N = 64: 8 times the cpu-reduced cells budget, 240 epochs, "
+                            "about 1900 optimizer steps from random weights."),
     # The protocol: five draws per N, every model, long enough to converge on a GPU.
     "full": Budget(name="full", models=("p2pnet", "csrnet", "cpn", "cpn_r18"), cells_sizes=(32, 64),
                    cells_draws=5, crops_per_image=4, cells_crops=64_000, synthetic_crops=64_000,
