@@ -45,13 +45,13 @@ def environment(device: torch.device) -> dict:
 
 def git_commit() -> str:
     """Short commit of the checkout this package runs from, "+dirty" with uncommitted changes; "unknown" outside
-    a git checkout."""
+    a git checkout. Changes under results/ do not count: they are the rows being written, not the code."""
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
