@@ -69,7 +69,8 @@ BUDGETS = {
                        "behaviour; its accuracy says little about what the architectures reach when trained "
                        "fully, which is what the published anchors report."),
     # How far longer CPU training takes the cells counts: the two best cpu-reduced models on cells, two draws at
-    # N = 64 with 8 times the cells crops (15-17 minutes a model and draw on 2 idle cores, about 65 in all).
+    # N = 64 with 8 times the cells crops: 15-17 minutes of training a model and draw on 2 idle cores, 37 minutes
+    # measured for one draw of both with their validation and test passes.
     "cpu-long": Budget(name="cpu-long", models=("p2pnet", "csrnet"), cells_sizes=(64,), cells_draws=2,
                        crops_per_image=1, cells_crops=15_360, synthetic_crops=0, street_crops=0,
                        street_crop_size=256, validations=10,

@@ -1,7 +1,7 @@
 """The comparison suite of issue 8 in one command: the three protocols, then results/COMPARISON.md.
 
     .venv/bin/python -m benchmarks.compare --budget cpu                  # reduced: about 40 minutes on 2 idle cores
-    .venv/bin/python -m benchmarks.compare --budget cpu-long             # cells only, 8x longer: about 65 minutes
+    .venv/bin/python -m benchmarks.compare --budget cpu-long             # cells only, 8x longer: about 75 minutes
     .venv/bin/python -m benchmarks.compare --budget full --device cuda   # the issue's full protocol
     .venv/bin/python -m benchmarks.compare --report-only                 # regenerate the report from the CSVs
 
