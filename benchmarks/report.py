@@ -44,6 +44,7 @@ PROTOCOL_TITLES = {"cells": "1. VGG cells (images 101-200, MAE over draws)",
                    "street": "3. Real street crowds (8 test images, fine-tuned from the synthetic checkpoints)"}
 NOT_RUN = "not run"
 ACCURACY = ["MAE", "MSE", "NAE", "F1@4", "F1@8"]
+TEXT_COLUMNS = ("protocol", "model", "budget", "device", "family", "init_from", "checkpoint", "date", "git_commit")
 
 
 def load(results: Path) -> dict[str, pd.DataFrame]:
@@ -51,7 +52,9 @@ def load(results: Path) -> dict[str, pd.DataFrame]:
     frames = {}
     for protocol in rows.FILES:
         path = rows.csv_path(results, protocol)
-        frames[protocol] = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=rows.columns(protocol))
+        # Text columns stay text: a commit like 9098932 would otherwise read as a number.
+        frames[protocol] = (pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}) if path.is_file()
+                            else pd.DataFrame(columns=rows.columns(protocol)))
     return frames
 
 

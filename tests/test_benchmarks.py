@@ -255,3 +255,9 @@ def test_a_cells_only_budget_runs_and_reports_cells_alone(setup):
     assert "### 1. VGG cells" in markdown and "### 2. Synthetic" not in markdown and "### 3. Real" not in markdown
     assert "None: every run this budget calls for is in the CSVs." in markdown
     assert "training crops per run: cells 8;" in markdown
+
+
+def test_a_commit_of_digits_only_stays_text_in_the_report(tmp_path):
+    rows.append_row(rows.csv_path(tmp_path, "cells"), fake_row("cells", "m", 32, 0, 1.0, git_commit="9098932"),
+                    "cells")
+    assert "Code: 9098932;" in report.render(report.load(tmp_path))
