@@ -20,7 +20,7 @@ AUGMENTATION_FIELDS = ("crop_size", "scale_range", "flip", "color_jitter")
 
 @dataclass(frozen=True)
 class Budget:
-    name: str  # recorded in every CSV row: "cpu-reduced" or "full"
+    name: str  # recorded in every CSV row: "cpu-reduced", "cpu-long" or "full"
     models: tuple[str, ...]
     cells_sizes: tuple[int, ...]  # N, training images drawn from VGG cells 1-100
     cells_draws: int  # draws per N, seeded 0, 1, ...
@@ -92,6 +92,6 @@ def get_budget(name: str) -> Budget:
 
 
 def budget_named(row_name: str, extra: dict[str, Budget] | None = None) -> Budget | None:
-    """The budget a CSV row records by its `name` ("cpu-reduced", "full"), or None for an unknown one."""
+    """The budget a CSV row records by its `name`, or None for one this version does not define."""
     known = {b.name: b for b in [*BUDGETS.values(), *(extra or {}).values()]}
     return known.get(row_name)

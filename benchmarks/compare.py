@@ -1,11 +1,7 @@
 """The comparison suite of issue 8 in one command: the three protocols, then results/COMPARISON.md.
 
-    .venv/bin/python -m benchmarks.compare --budget cpu                  # reduced: about 40 minutes on 2 idle cores
-    .venv/bin/python -m benchmarks.compare --budget cpu-long             # cells only, 8x longer: about 75 minutes
-    .venv/bin/python -m benchmarks.compare --budget full --device cuda   # the issue's full protocol
-    .venv/bin/python -m benchmarks.compare --report-only                 # regenerate the report from the CSVs
-
-Re-running continues where a run stopped: finished rows are skipped, interrupted trainings resume.
+The usual invocations are `benchmarks.report.COMMANDS` (shown by --help and in COMPARISON.md). Re-running continues
+where a run stopped: finished rows are skipped, interrupted trainings resume.
 """
 
 from __future__ import annotations
@@ -22,14 +18,15 @@ from rich.markup import escape
 
 from benchmarks.budgets import BUDGETS, get_budget
 from benchmarks.protocols import PROTOCOLS, STREET_DIR, Setup
-from benchmarks.report import write_report
+from benchmarks.report import COMMANDS, write_report
 from zoo.data.dataset import CELLS_DIR
 from zoo.errors import ZooError
 from zoo.paths import data_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0],
+                                     epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
                         help="cpu (reduced), cpu-long (cells only, longer) or full (the issue's, for a GPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")

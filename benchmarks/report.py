@@ -87,10 +87,9 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 def cells_table(frame: pd.DataFrame, budget: Budget | None) -> str:
     header = ["model", "family", "N", "draws", "MAE mean ± std", "MSE", "F1@4", "F1@8", "epochs", "crops seen"]
     sizes = sorted(set(frame["n_train"]) | set(budget.cells_sizes if budget else ()))
-    models = list(dict.fromkeys([*(budget.models if budget else ()), *frame["model"]]))
     body = []
     for n in sizes:
-        for model in models:
+        for model in models_in(frame, budget):
             runs = frame[(frame["model"] == model) & (frame["n_train"] == n)]
             expected = f"/{budget.cells_draws}" if budget else ""
             if runs.empty:
