@@ -1,7 +1,10 @@
 """Checkpoints: written atomically, read safely (`weights_only=True`), checked against the model they load into.
 
-A checkpoint is a plain dict of tensors and Python values:
-    model, model_name, model_kwargs, optimizer, scaler, torch_rng, epoch, step, config, history, best_val_mae
+A checkpoint is a plain dict of tensors and Python values. A run's `last.pt` holds the whole training state:
+    model, model_name, model_kwargs, optimizer, scaler, torch_rng, epoch, step, config, history, best_val_mae,
+    provenance
+its `best.pt` only what inference reads (`inference_state`): the same without optimizer, scaler and torch_rng.
+Checkpoints of either layout, older full ones included, load everywhere a checkpoint is read.
 """
 
 from __future__ import annotations
@@ -36,6 +39,18 @@ def atomic_write(path: Path, write) -> None:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+# What evaluation, prediction and fine-tuning read: the weights, the model they fit, the recorded training
+# settings (threshold, mixed precision, memory format, data, seed) and where they came from.
+INFERENCE_KEYS = ("model", "model_name", "model_kwargs", "config", "epoch", "step", "history", "best_val_mae",
+                  "provenance")
+
+
+def inference_state(state: dict) -> dict:
+    """`state` without what only resuming needs (the optimizer's moments, the gradient scaler, the RNG): for an
+    Adam-trained model the file shrinks to about a third."""
+    return {key: state[key] for key in INFERENCE_KEYS if key in state}
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -112,6 +112,8 @@ def cmd_train(args) -> int:
              if getattr(args, k) is not None}
     if args.resume:
         flags["resume"] = True
+    if args.overwrite:
+        flags["overwrite"] = True
     if args.channels_last:
         flags["channels_last"] = True
     unknown = set(settings) - set(TrainConfig.__dataclass_fields__)
@@ -256,8 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
-    p.add_argument("--out", help="run folder (default runs/MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--out", help="run folder (default: runs/MODEL, or the next free runs/MODEL-N); one holding a "
+                                 "run is refused without --resume or --overwrite")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.pt (without --out: the latest runs/MODEL-N)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in OUT (without --out: runs/MODEL); its files are deleted first")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning)")
     p.add_argument("--config", help="TOML file: top-level TrainConfig keys, [recipe] and [model_kwargs] tables")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe field")

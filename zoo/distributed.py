@@ -33,3 +33,12 @@ def mean_count_over_ranks(count: float, device: torch.device | str = "cpu") -> f
         dist.all_reduce(value)
         value /= world_size()
     return max(float(value), 1.0)
+
+
+def from_main(value):
+    """Rank 0's `value` on every rank (a picklable object, e.g. a path rank 0 chose)."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]

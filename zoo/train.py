@@ -17,6 +17,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -27,12 +28,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, DistributedSampler
 
 from zoo import distributed as zdist
-from zoo.checkpoint import atomic_write, load_checkpoint, load_model_state, model_from_checkpoint, save_checkpoint
+from zoo.checkpoint import (
+    atomic_write,
+    inference_state,
+    load_checkpoint,
+    load_model_state,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset, resolve_splits
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
 from zoo.registry import create_model, get_recipe
+from zoo.runs import check_same_run, run_folder
 
 
 @dataclass
@@ -40,12 +49,13 @@ class TrainConfig:
     model: str
     data: str = "synthetic"
     format: str = "auto"
-    out: str | None = None  # default runs/<model>
+    out: str | None = None  # default runs/<model>, or the next free runs/<model>-N (zoo/runs.py)
     device: str = "cpu"
     amp: str = "bf16"  # bf16 | fp16 (CUDA only) | off
     channels_last: bool = False
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False  # replace the run already in `out` (its files are deleted first)
     init_from: str | None = None  # checkpoint whose weights start a new run (fine-tuning); ignored on resume
     workers: int = 0
     recipe: dict = field(default_factory=dict)  # overrides of the registry recipe
@@ -126,8 +136,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     world = zdist.world_size()
     if recipe.batch_size % world:
         raise ZooError(f"batch size {recipe.batch_size} is not divisible by the {world} ranks")
-    out = Path(cfg.out or Path("runs") / cfg.model)
-
     net = create_model(cfg.model, **cfg.model_kwargs).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -151,9 +159,18 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     total_steps = recipe.epochs * steps_per_epoch
     warmup_steps = recipe.warmup_epochs * steps_per_epoch
 
+    # Chosen only now that the model and data are known to be good: a bad flag neither claims a folder nor
+    # deletes the run that --overwrite would replace. Rank 0 chooses (it creates the folder) and tells the others.
+    out = run_folder(cfg.model, cfg.out, resume=cfg.resume, overwrite=cfg.overwrite) if main else None
+    out = zdist.from_main(out)
+    if main:
+        console.print(f"run folder {out}")
+    config_record = {"train": asdict(cfg), "recipe": asdict(recipe), "world_size": world}
+    origin = provenance() if main else {}
     start_epoch, step, history, best_mae = 0, 0, [], math.inf
     if cfg.resume and (out / "last.pt").is_file():
         state = load_checkpoint(out / "last.pt")
+        check_same_run(state, config_record, out / "last.pt")
         load_model_state(net, state, out / "last.pt")
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -171,7 +188,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
             if main:
                 console.print(f"initialized from {cfg.init_from}")
 
-    config_record = {"train": asdict(cfg), "recipe": asdict(recipe), "world_size": world}
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
                         disable=not main, transient=True)
@@ -223,9 +239,10 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                 state = {"model": net.state_dict(), "model_name": cfg.model, "model_kwargs": cfg.model_kwargs,
                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step,
-                         "config": config_record, "history": history, "best_val_mae": best_mae}
+                         "config": config_record, "history": history, "best_val_mae": best_mae,
+                         "provenance": origin}
                 if improved:
-                    save_checkpoint(out / "best.pt", state)
+                    save_checkpoint(out / "best.pt", inference_state(state))
                 save_checkpoint(out / "last.pt", state)
                 atomic_write(out / "metrics.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
                 console.print(epoch_line(row, improved))
@@ -234,8 +251,19 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
 
     result = {"model": cfg.model, "epochs": len(history), "checkpoint": None}
     if main:
-        result.update(final_test(splits, out, recipe, cfg, device, console))
+        # This run's own checkpoint: best.pt only when this run (before a resume included) validated one.
+        chosen = out / "best.pt" if math.isfinite(best_mae) else out / "last.pt"
+        result.update(final_test(splits, chosen, recipe, cfg, device, console))
     return result
+
+
+def provenance() -> dict:
+    """Where a checkpoint's weights came from, beside the settings in its config record: the code's commit, the
+    torch version and when the process that wrote it started."""
+    from zoo.bench.report import git_commit  # imported here: the trainer needs nothing else of the benchmark
+
+    return {"git_commit": git_commit(), "torch": str(torch.__version__),  # a str subclass that weights_only refuses
+            "started": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def epoch_line(row: dict, improved: bool) -> str:
@@ -245,9 +273,10 @@ def epoch_line(row: dict, improved: bool) -> str:
     return " | ".join(parts) + (" [green](best)[/]" if improved else "")
 
 
-def final_test(splits, out: Path, recipe, cfg: TrainConfig, device, console: Console) -> dict:
-    """Test the checkpoint chosen on validation (the last one when there is no validation split)."""
-    chosen = out / "best.pt" if (out / "best.pt").is_file() else out / "last.pt"
+def final_test(splits, chosen: Path, recipe, cfg: TrainConfig, device, console: Console) -> dict:
+    """Test `chosen`, the checkpoint chosen on validation (the last one when there is no validation split), and
+    write the results beside it."""
+    out = chosen.parent
     # Rebuilt from the file, as `zoo eval` does, so both report the same numbers for the same checkpoint.
     net, _ = model_from_checkpoint(chosen, device=device)
     if cfg.channels_last:
