@@ -7,6 +7,8 @@ the registry and never branches on a model's name.
 from __future__ import annotations
 
 import fnmatch
+import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
@@ -77,13 +79,26 @@ def _entry(name: str) -> ModelEntry:
         raise ZooError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, pretrained: bool = False, **overrides):
-    """Build a registered model. `overrides` are passed to the family's constructor and recorded on the model
-    (`registry_name`, `registry_kwargs`) so checkpoints can rebuild it."""
+def create_model(name: str, pretrained: bool = False, checkpoint_path: str | os.PathLike | None = None,
+                 **overrides):
+    """Build a registered model, as timm does. `checkpoint_path` loads a zoo checkpoint or a recognized
+    published checkpoint of the model's family (see zoo.convert), with the options its weights imply.
+    `overrides` go to the family's constructor and are recorded on the model (`registry_name`,
+    `registry_kwargs`) so checkpoints can rebuild it."""
+    if checkpoint_path is not None:
+        from zoo.checkpoint import model_from_checkpoint
+
+        return model_from_checkpoint(checkpoint_path, name, options=overrides)[0]
     model = _entry(name).builder(pretrained=pretrained, **overrides)
     model.registry_name = name
     model.registry_kwargs = dict(overrides)
     return model
+
+
+def family_module(name: str):
+    """The module of a registered model's family: it holds the family's checkpoint hooks (`from_published`,
+    `implied_options`)."""
+    return importlib.import_module(_entry(name).builder.__module__)
 
 
 def list_models(pattern: str = "*") -> list[str]:

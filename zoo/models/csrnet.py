@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from zoo.density import DensityEncoder, DensityParams
 from zoo.errors import ZooError
 from zoo.models.base import Batch, CrowdModel, Prediction
+from zoo.models.published import Converted, has_prefix, rename
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
 from zoo.registry import Recipe, register_model
 
@@ -104,6 +105,38 @@ class CSRNet(CrowdModel):
                 scores=cells[0, ys, xs].cpu().numpy(), dense_map=cells[0].cpu().numpy(), map_stride=self.stride,
                 map_is_density=True))
         return predictions
+
+
+# ---- published checkpoints -----------------------------------------------------------------------------------
+
+PUBLISHED_KEYS = ("frontend.0.weight", "backend.0.weight", "output_layer.weight")
+PUBLISHED_PREPROCESSING = (
+    "ImageNet mean/std normalization on the full image, as in the zoo (CSRNet-pytorch's val.ipynb normalizes "
+    "differently, a known source of wrong counts); the zoo pads to a multiple of 8, which adds only zero cells")
+
+
+def from_published(weights: dict[str, Tensor]) -> Converted | None:
+    """CSRNet-pytorch's layout (`frontend.N`, `backend.N`, `output_layer`), also used by lwcc and C-3-Framework.
+
+    `frontend` is torchvision's VGG-16 `features[:23]` with the same indices (`[:33]` with BN), the backend the
+    paper's configuration B (dilation 2). Its targets are heads per 8x8 cell, as the zoo's, so the output is
+    taken as is (density_scale 1).
+    """
+    if not has_prefix(weights, "frontend.", "backend.", "output_layer."):
+        return None
+    state, origin = rename(weights, [
+        (r"frontend\.(\d+)\.(.+)", lambda m: f"backbone.features.{m[1]}.{m[2]}"),
+        (r"backend\.(\d+)\.(.+)", lambda m: f"backend.{m[1]}.{m[2]}"),
+        (r"output_layer\.(.+)", lambda m: f"output.{m[1]}"),
+    ], "CSRNet-pytorch")
+    options = {**implied_options(state), "dilation": "B", "density_scale": 1.0}
+    layout = f"CSRNet-pytorch ({'VGG-16 with batch norm' if options['batch_norm'] else 'VGG-16'})"
+    return Converted(state, options, layout, PUBLISHED_PREPROCESSING, origin)
+
+
+def implied_options(state: dict[str, Tensor]) -> dict:
+    """Options a zoo state dict fixes by its keys: batch norm (older zoo runs saved BN weights as `csrnet`)."""
+    return {"batch_norm": "backbone.features.1.running_mean" in state}
 
 
 _OPTIONS = set(inspect.signature(CSRNet).parameters) - {"pretrained"}
