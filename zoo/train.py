@@ -27,7 +27,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, DistributedSampler
 
 from zoo import distributed as zdist
-from zoo.checkpoint import atomic_write, load_checkpoint, load_model_state, model_from_checkpoint, save_checkpoint
+from zoo.checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    load_model_state,
+    model_from_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset, resolve_splits
 from zoo.errors import ZooError
@@ -167,7 +174,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
             console.print(f"no checkpoint at {out / 'last.pt'}: starting a new run")
         if cfg.init_from:
             # Weights only: the optimizer, schedule and epoch count start afresh for the new data.
-            load_model_state(net, load_checkpoint(cfg.init_from), cfg.init_from)
+            load_model_state(net, resolve_checkpoint(cfg.init_from, cfg.model, cfg.model_kwargs), cfg.init_from)
             if main:
                 console.print(f"initialized from {cfg.init_from}")
 
