@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     p.add_argument("--out", help="run folder (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--init-from", metavar="CHECKPOINT", help="start from the weights of this zoo or published checkpoint (fine-tuning)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from the weights of this zoo or published checkpoint (fine-tuning)")
     p.add_argument("--config", help="TOML file: top-level TrainConfig keys, [recipe] and [model_kwargs] tables")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe field")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model constructor override")
