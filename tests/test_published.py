@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import pytest
 import torch
+from conftest import assets_path
 from published_layouts import csrnet_state, p2pnet_state, published_csrnet, published_p2pnet
 
 import zoo
-from zoo.checkpoint import read_file
+from zoo.checkpoint import model_from_checkpoint, read_file, save_checkpoint
 from zoo.cli import main
 
 
@@ -129,3 +131,35 @@ def test_pickled_objects_need_the_trust_flag(tmp_path, capsys):
     assert "--trust-pickle" in error_of(capsys, *argv)
     assert main([*argv, "--trust-pickle"]) == 0
     assert json.dumps(read_file(tmp_path / "c.pt")["provenance"]["packing"]) == json.dumps("{'state_dict': ...}")
+
+
+def test_plain_csrnet_is_the_paper_and_older_bn_checkpoints_named_csrnet_still_load(tmp_path):
+    assert not zoo.create_model("csrnet").backbone.batch_norm and zoo.create_model("csrnet_bn").backbone.batch_norm
+    state = zoo.create_model("csrnet_bn").state_dict()
+    save_checkpoint(tmp_path / "old.pt", {"model": state, "model_name": "csrnet", "model_kwargs": {}})
+    model, checkpoint = model_from_checkpoint(tmp_path / "old.pt")
+    assert model.backbone.batch_norm and any("batch_norm=True" in note for note in checkpoint["notes"])
+    torch.testing.assert_close(model.state_dict()["backend.1.running_var"], state["backend.1.running_var"])
+    assert model_from_checkpoint(tmp_path / "old.pt", "csrnet_bn")[1]["notes"] == []
+
+
+def test_converted_weights_run_zoo_eval_and_zoo_predict_on_the_street_set(tmp_path, capsys):
+    street = assets_path("people_counting_custom", "part_B")
+    one = tmp_path / "street_one" / "test_data"  # one photo keeps this fast: 768x1024 through VGG-16 on a CPU
+    for split in ("train_data", "test_data"):  # the layout needs a train split; eval reads only the test one
+        for folder, name in (("images", "IMG_1.jpg"), ("ground-truth", "GT_IMG_1.mat")):
+            (one.parent / split / folder).mkdir(parents=True)
+            shutil.copy(street / split / folder / name, one.parent / split / folder / name)
+    torch.save({"state_dict": csrnet_state()}, tmp_path / "PartBmodel_best.pth.tar")
+    assert main(["convert", str(tmp_path / "PartBmodel_best.pth.tar"), "--model", "csrnet",
+                 "--out", str(tmp_path / "csrnet.pt")]) == 0
+    assert main(["eval", "--weights", str(tmp_path / "csrnet.pt"), "--data", str(one.parent), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["images"] == 1 and metrics["mae"] >= 0
+
+    torch.save({"model": p2pnet_state()}, tmp_path / "SHTechB.pth")
+    out = tmp_path / "predicted"
+    assert main(["predict", "p2pnet", "--weights", str(tmp_path / "SHTechB.pth"), str(one / "images" / "IMG_1.jpg"),
+                 "--out", str(out)]) == 0
+    assert "converted from SHTechB.pth" in capsys.readouterr().err
+    assert (out / "IMG_1_overlay.png").stat().st_size > 0 and (out / "summary.csv").is_file()

@@ -117,10 +117,10 @@ def model_from_checkpoint(path: Path | str, name: str | None = None, device: str
         raise ZooError(f"{path}: checkpoint is for model {recorded!r} ({get_entry(recorded).family} family), "
                        f"not {name!r} ({get_entry(name).family} family)")
     hook = getattr(family_module(name), "implied_options", None)
-    implied = hook(state["model"]) if hook else {}
+    implied = hook(state["model"], name) if hook else {}
     record = state.get("model_kwargs", {})
-    notes = [f"{path}: recorded as {recorded} without {k}={v!r}, which its weights imply; built with it"
-             for k, v in implied.items() if k not in record or record[k] != v]
+    notes = [f"{path}: its weights imply {k}={v!r}, which {name} does not have by default; built with it"
+             for k, v in implied.items() if record.get(k) != v]
     kwargs = {**record, **merge_options(options or {}, implied, path)}
     model = create_model(name, **kwargs)
     load_model_state(model, state, path)

@@ -178,7 +178,7 @@ def cmd_convert(args) -> int:
                   "provenance": state.get("provenance", {"source": Path(args.source).name, "layout": "zoo"})}
     save_checkpoint(Path(args.out), checkpoint)
     console.print(f"{escape(args.source)} -> {escape(args.out)}: {args.model}, "
-                  f"{escape(checkpoint['provenance']['layout'])}", highlight=False)
+                  f"{escape(checkpoint['provenance']['layout'])}", highlight=False, soft_wrap=True)
     return 0
 
 

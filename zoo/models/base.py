@@ -6,6 +6,7 @@ decoding (network outputs -> count and points). Shared code never looks at a mod
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -13,6 +14,8 @@ from typing import Protocol
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from zoo.errors import ZooError
 
 
 @dataclass
@@ -88,3 +91,13 @@ class CrowdModel(nn.Module):
     @torch.no_grad()
     def predict(self, images: Tensor, sizes: Tensor, threshold: float) -> list[Prediction]:
         return self.decode(self(images), sizes, threshold)
+
+
+def checked_options(name: str, constructor, options: dict) -> dict:
+    """`options` when `constructor` accepts them all (`pretrained` is the builder's own argument), else a ZooError
+    naming the unknown ones and the known ones."""
+    known = set(inspect.signature(constructor).parameters) - {"self", "pretrained"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ZooError(f"{name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return options

@@ -17,7 +17,6 @@ there would only teach the network about zero padding) and are dropped by `decod
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import warnings
@@ -30,7 +29,7 @@ from torch import Tensor, nn
 
 from zoo.distributed import mean_count_over_ranks
 from zoo.errors import ZooError
-from zoo.models.base import Batch, CrowdModel, Prediction
+from zoo.models.base import Batch, CrowdModel, Prediction, checked_options
 from zoo.models.published import Converted, has_prefix, rename
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
 from zoo.registry import Recipe, register_model
@@ -273,9 +272,9 @@ def from_published(weights: dict[str, Tensor]) -> Converted | None:
     return Converted(state, options, layout, PUBLISHED_PREPROCESSING, origin)
 
 
-def implied_options(state: dict[str, Tensor]) -> dict:
-    """Options a zoo state dict fixes by its keys: the backbone's batch norm."""
-    return {"backbone": "vgg16_bn" if "backbone.features.1.running_mean" in state else "vgg16"}
+def implied_options(state: dict[str, Tensor], name: str) -> dict:
+    """Options a zoo state dict fixes by its keys that the registered default lacks: a backbone without BN."""
+    return {} if "backbone.features.1.running_mean" in state else {"backbone": "vgg16"}
 
 
 # The published recipe, except where no pretrained weights changes the answer. Measured on 64x64 blobs
@@ -302,8 +301,4 @@ P2PNET_RECIPE = Recipe(
 def p2pnet(pretrained: bool | str | os.PathLike = False, **overrides) -> P2PNet:
     """Overrides: backbone ("vgg16_bn" | "vgg16"), anchor_grid (rows, cols), offset_scale, tau, lambda_neg,
     loc_weight, threshold, width (neck and head channels)."""
-    known = set(inspect.signature(P2PNet).parameters) - {"pretrained"}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ZooError(f"p2pnet: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return P2PNet(pretrained=pretrained, **overrides)
+    return P2PNet(pretrained=pretrained, **checked_options("p2pnet", P2PNet, overrides))
