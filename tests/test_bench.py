@@ -22,8 +22,9 @@ from zoo.bench.worker import run_isolated
 from zoo.checkpoint import save_checkpoint
 from zoo.data.synthetic import generate
 from zoo.errors import ZooError
-from zoo.models.base import CrowdModel, Prediction
+from zoo.models.base import CrowdModel
 from zoo.registry import Recipe, register_model
+from zoo.types import Prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY, BIG = "bench_test_tiny", "bench_test_big"

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from zoo.errors import ZooError
+from zoo.registry import AMP_MODES
 
 console = Console()
 WEIGHTS_HELP = "zoo checkpoint, or a published checkpoint of the model's family (then name the model)"
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-lr", type=float)
     p.add_argument("--crop-size", type=int)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--amp", choices=("bf16", "fp16", "off"), help="mixed precision (default bf16)")
+    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default bf16)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
@@ -327,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="decision threshold (default: the recorded recipe's)")
     p.add_argument("--per-image", metavar="CSV", help="also write one row per image to this CSV")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--amp", choices=("bf16", "fp16", "off"), help="mixed precision (default: as trained)")
+    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: as trained)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow weights files that hold pickled Python objects (they can run code while loading); "
                         "by default only tensors and plain values are read")
@@ -343,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="decision threshold (default: the recorded recipe's)")
     p.add_argument("--batch-size", type=int, default=4, help="consecutive same-size images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--amp", choices=("bf16", "fp16", "off"), help="mixed precision (default: as trained)")
+    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: as trained)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow weights files that hold pickled Python objects (they can run code while loading); "
                         "by default only tensors and plain values are read")

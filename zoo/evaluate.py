@@ -11,11 +11,9 @@ from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset
 from zoo.metrics import Evaluator
 
-AMP_MODES = ("bf16", "fp16", "off")  # mixed-precision modes of training and inference
-
 
 def autocast(device: torch.device | str, amp: str):
-    """Autocast context for `amp`, one of AMP_MODES."""
+    """Autocast context for `amp`, one of zoo.registry.AMP_MODES."""
     device_type = torch.device(device).type
     if amp == "off":
         return contextlib.nullcontext()

@@ -26,10 +26,11 @@ from zoo.data import transforms as T
 from zoo.data.dataset import resolve_splits
 from zoo.data.readers import IMAGE_SUFFIXES, _natural_key, load_image
 from zoo.errors import ZooError
-from zoo.evaluate import AMP_MODES, autocast, evaluate
+from zoo.evaluate import autocast, evaluate
 from zoo.metrics import Evaluator
-from zoo.models.base import CrowdModel, Prediction
-from zoo.registry import get_recipe
+from zoo.models.base import CrowdModel
+from zoo.registry import AMP_MODES, get_recipe
+from zoo.types import Prediction
 
 MAP_OPACITY = 0.6  # blend weight of the colour map where the dense map peaks; it fades out where the map is 0
 POINT_COLOUR = (255, 0, 255)  # magenta: a hue the turbo colour map never uses

@@ -14,6 +14,10 @@ from dataclasses import dataclass, fields, replace
 
 from zoo.errors import ZooError
 
+#: mixed-precision modes of training and inference (autocast dtype, or off); defined here, where importing
+#: costs nothing, because the CLI lists them in --help
+AMP_MODES = ("bf16", "fp16", "off")
+
 
 @dataclass(frozen=True)
 class Recipe:

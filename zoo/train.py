@@ -39,7 +39,8 @@ from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset, resolve_splits
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
-from zoo.registry import create_model, get_recipe
+from zoo.metrics import HEADLINE_METRICS
+from zoo.registry import AMP_MODES, create_model, get_recipe
 
 
 @dataclass
@@ -125,8 +126,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     device = setup_distributed(cfg.device)
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ZooError("--amp fp16 needs CUDA (it uses a gradient scaler); use --amp bf16 on CPU")
-    if cfg.amp not in ("off", "bf16", "fp16"):
-        raise ZooError(f"unknown --amp {cfg.amp!r}; choose bf16, fp16 or off")
+    if cfg.amp not in AMP_MODES:
+        raise ZooError(f"unknown --amp {cfg.amp!r}; choose {', '.join(AMP_MODES)}")
     main = zdist.is_main()
     torch.manual_seed(cfg.seed)
     recipe = get_recipe(cfg.model).override(**cfg.recipe)
@@ -271,5 +272,5 @@ def final_test(splits, out: Path, recipe, cfg: TrainConfig, device, console: Con
                   f"MSE {summary['mse']:.2f} (root of mean squared error) | F1@4 {summary['f1_4']:.3f} | "
                   f"F1@8 {summary['f1_8']:.3f}")
     atomic_write(out / "test_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    result.update({k: summary[k] for k in ("mae", "mse", "nae", "f1_4", "f1_8")})
+    result.update({k: summary[k] for k in HEADLINE_METRICS})
     return result

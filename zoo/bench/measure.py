@@ -23,6 +23,7 @@ from zoo.data.collate import collate
 from zoo.data.synthetic import synthesize_image
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
+from zoo.metrics import HEADLINE_METRICS
 from zoo.predict import load_inference
 from zoo.registry import create_model, get_entry, get_recipe
 
@@ -238,7 +239,7 @@ def accuracy(model, unit: Unit, device: torch.device, threshold: float) -> dict:
         raise ZooError(f"--data {unit.data}: the test split is empty, so accuracy cannot be measured")
     summary = evaluate(model, splits.test, f"{splits.name}:test", threshold=threshold,
                        device=device, amp=AMP[unit.dtype], channels_last=unit.channels_last).summary()
-    return {k: summary[k] for k in ("mae", "mse", "nae", "f1_4", "f1_8")}
+    return {k: summary[k] for k in HEADLINE_METRICS}
 
 
 def peak_memory(device: torch.device, isolated: bool) -> dict:

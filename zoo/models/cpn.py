@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.errors import ZooError
-from zoo.models.base import Batch, CrowdModel, Prediction, checked_options
+from zoo.models.base import CrowdModel, checked_options
 from zoo.models.weights import load_matching, load_state_dict_file
 from zoo.registry import Recipe, register_model
+from zoo.types import Batch, Prediction
 
 OUTPUT_STRIDE = 4
 PIXEL_CENTRE = 0.5  # continuous coordinate of pixel 0's centre

@@ -29,10 +29,11 @@ from torch import Tensor, nn
 
 from zoo.distributed import mean_count_over_ranks
 from zoo.errors import ZooError
-from zoo.models.base import Batch, CrowdModel, Prediction, checked_options
+from zoo.models.base import CrowdModel, checked_options
 from zoo.models.published import Converted, has_prefix, rename
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
 from zoo.registry import Recipe, register_model
+from zoo.types import Batch, Prediction
 
 GRID_STRIDE = 8  # the prediction grid is C4's: one cell per 8x8 input pixels
 BACKBONES = {"vgg16": False, "vgg16_bn": True}  # name -> batch norm
