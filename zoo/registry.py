@@ -52,27 +52,41 @@ class Recipe:
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    builder: Callable
+    builder: Callable | str  # the builder, or "package.module:function", imported when a model is built
     recipe: Recipe
     family: str
     description: str = ""
+
+    @property
+    def module(self) -> str:
+        """The module of the builder: its family's module (with the family's checkpoint hooks)."""
+        return self.builder.partition(":")[0] if isinstance(self.builder, str) else self.builder.__module__
+
+    def build(self, **kwargs):
+        builder = self.builder
+        if isinstance(builder, str):
+            module, _, function = builder.partition(":")
+            builder = getattr(importlib.import_module(module), function)
+        return builder(**kwargs)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str | None = None, *, recipe: Recipe, family: str, description: str = ""):
-    """Decorator registering a builder `fn(pretrained: bool = False, **kwargs) -> CrowdModel`."""
+def register_model(name: str | None = None, *, recipe: Recipe, family: str, description: str = "",
+                   builder: str | None = None):
+    """Register `builder` ("package.module:function", imported on first use, so listing costs no import) or,
+    used as a decorator, the decorated `fn(pretrained: bool = False, **kwargs) -> CrowdModel`."""
 
     def wrap(fn):
         key = name or fn.__name__
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} is already registered")
-        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        doc = description or ("" if isinstance(fn, str) else (fn.__doc__ or "").strip().split("\n")[0])
         _REGISTRY[key] = ModelEntry(key, fn, recipe, family, doc)
         return fn
 
-    return wrap
+    return wrap(builder) if builder is not None else wrap
 
 
 def _entry(name: str) -> ModelEntry:
@@ -93,7 +107,7 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: str | os.
         from zoo.checkpoint import model_from_checkpoint
 
         return model_from_checkpoint(checkpoint_path, name, options=overrides)[0]
-    model = _entry(name).builder(pretrained=pretrained, **overrides)
+    model = _entry(name).build(pretrained=pretrained, **overrides)
     model.registry_name = name
     model.registry_kwargs = dict(overrides)
     return model
@@ -102,7 +116,7 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: str | os.
 def family_module(name: str):
     """The module of a registered model's family: it holds the family's checkpoint hooks (`from_published`,
     `implied_options`)."""
-    return importlib.import_module(_entry(name).builder.__module__)
+    return importlib.import_module(_entry(name).module)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -119,5 +133,5 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def _load_families() -> None:
-    # Importing the families runs their @register_model decorators; done lazily so `import zoo` stays cheap.
-    import zoo.models  # noqa: F401
+    # The catalogue registers the packaged models without importing torch or any family.
+    import zoo.models.catalog  # noqa: F401

@@ -15,7 +15,6 @@ from zoo.errors import ZooError
 from zoo.models.base import CrowdModel, checked_options
 from zoo.models.published import Converted, has_prefix, rename
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
-from zoo.registry import Recipe, register_model
 from zoo.types import Batch, Prediction
 
 # Backend configurations of the paper (Table 3). The design notes' 2, 4, 8, 16 matches none of them.
@@ -145,26 +144,11 @@ def implied_options(state: dict[str, Tensor], name: str) -> dict:
     return {} if batch_norm == VARIANTS[name] else {"batch_norm": batch_norm}
 
 
-# Adam at 3e-4 for the whole net (backbone included: nothing is pretrained here). With BN, synthetic default,
-# 8 epochs, test MAE: lr 1e-4 50.7, 3e-4 30.0, 1e-3 30.1 (validation MAE swinging up to 1230); 20 epochs at 3e-4:
-# 14.0 in 2 min 51 s on this idle 2-core CPU (bf16 autocast). The published code's SGD lr 1e-7, momentum 0.95,
-# weight decay 5e-4, batch 1 is tuned for ImageNet-initialized VGG, a summed loss and per-pixel targets:
-# `--set optimizer=sgd --lr 1e-7 --backbone-lr 1e-7 --set momentum=0.95 --set weight_decay=5e-4
-# --batch-size 1`; the notes' Adam at 1e-5 is `--lr 1e-5 --backbone-lr 1e-5`. Threshold 0.02 heads per
-# cell gave the best validation F1@8 (0.23; 0.21 at 0.05, 0.17 at 0.1).
-RECIPE = Recipe(optimizer="adam", lr=3e-4, backbone_lr=3e-4, epochs=20, batch_size=8, crop_size=128,
-                scale_range=(0.8, 1.2), flip=True, warmup_epochs=1, threshold=0.02)
-
-
-@register_model("csrnet", recipe=RECIPE, family="density",
-                description="CSRNet (paper): VGG-16 frontend + dilated backend, density at stride 8 (count = its sum)")
 def csrnet(pretrained=False, **overrides) -> CSRNet:
     """Options: dilation "A".."D" (default "B"), batch_norm, sigma_mode "adaptive"/"fixed", sigma, density_scale."""
     return CSRNet(pretrained=pretrained, **checked_options("csrnet", CSRNet, overrides))
 
 
-@register_model("csrnet_bn", recipe=RECIPE, family="density",
-                description="CSRNet with batch norm (vgg16_bn frontend, BN backend): the variant the zoo trains")
 def csrnet_bn(pretrained=False, **overrides) -> CSRNet:
     """As `csrnet`, with batch_norm=True by default."""
     return CSRNet(pretrained=pretrained, **checked_options("csrnet_bn", CSRNet, {"batch_norm": True, **overrides}))

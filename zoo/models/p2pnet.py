@@ -32,7 +32,6 @@ from zoo.errors import ZooError
 from zoo.models.base import CrowdModel, checked_options
 from zoo.models.published import Converted, has_prefix, rename
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
-from zoo.registry import Recipe, register_model
 from zoo.types import Batch, Prediction
 
 GRID_STRIDE = 8  # the prediction grid is C4's: one cell per 8x8 input pixels
@@ -278,27 +277,6 @@ def implied_options(state: dict[str, Tensor], name: str) -> dict:
     return {} if "backbone.features.1.running_mean" in state else {"backbone": "vgg16"}
 
 
-# The published recipe, except where no pretrained weights changes the answer. Measured on 64x64 blobs
-# (batch 8, 100 steps, loc_weight 1e-2, held-out count MAE vs predict-the-mean 2.94, F1 at 8 px): vgg16_bn, backbone lr
-# 1e-4 reaches MAE 1.31 / F1 0.79; the published backbone lr 1e-5 only 4.97 / 0.28 (a random trunk must learn,
-# not be fine-tuned); plain vgg16 at 1e-4 only 9.19 / 0.35. Freezing a random backbone (the notes' two-stage
-# fine-tuning) would train heads on noise features, so freeze_backbone_epochs stays 0 until weights exist.
-P2PNET_RECIPE = Recipe(
-    optimizer="adam",
-    lr=1e-4,
-    backbone_lr=1e-4,  # published: 1e-5, for an ImageNet-pretrained trunk
-    batch_size=8,
-    crops_per_image=4,
-    crop_size=128,
-    scale_range=(0.7, 1.3),
-    flip=True,
-    grad_clip=0.1,
-    threshold=0.5,
-)
-
-
-@register_model("p2pnet", recipe=P2PNET_RECIPE, family="points",
-                description="P2PNet: VGG-16 point proposals around anchors, Hungarian-matched to heads")
 def p2pnet(pretrained: bool | str | os.PathLike = False, **overrides) -> P2PNet:
     """Overrides: backbone ("vgg16_bn" | "vgg16"), anchor_grid (rows, cols), offset_scale, tau, lambda_neg,
     loc_weight, threshold, width (neck and head channels)."""
