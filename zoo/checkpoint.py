@@ -2,6 +2,9 @@
 
 A checkpoint is a plain dict of tensors and Python values:
     model, model_name, model_kwargs, optimizer, scaler, torch_rng, epoch, step, config, history, best_val_mae
+and, when converted from a published file (zoo convert), `provenance` (source file name, sha256, layout, packing,
+preprocessing). Reading (`resolve_checkpoint`, `model_from_checkpoint`) accepts zoo checkpoints and the published
+layouts zoo.convert recognizes; every `--weights` goes through `model_from_checkpoint`.
 """
 
 from __future__ import annotations

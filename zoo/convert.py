@@ -91,11 +91,12 @@ def _not_recognized(name: str, weights: dict, source) -> ZooError:
             continue
         try:
             found = module.from_published(weights)
-        except ZooError:
-            found = Converted({}, {}, "partly", "")
-        if found is not None:
-            return ZooError(f"{source}: looks like a {other} checkpoint ({found.layout} layout, "
-                            f"{get_entry(other).family} family), not one for {name} ({asked} family)")
+            layout = None if found is None else f"{found.layout} layout"
+        except ZooError:  # partly its layout: still the family it looks like
+            layout = "part of its published layout"
+        if layout is not None:
+            return ZooError(f"{source}: looks like a {other} checkpoint ({layout}, {get_entry(other).family} "
+                            f"family), not one for {name} ({asked} family)")
     expected = ", ".join(getattr(family_module(name), "PUBLISHED_KEYS", ()))
     return ZooError(f"{source}: unknown layout for {name}: keys start {', '.join(list(weights)[:3])}; expected a "
                     f"zoo checkpoint" + (f" or published keys like {expected}" if expected else ""))
