@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from zoo.convert import convert, merge_options
 from zoo.errors import ZooError
 from zoo.registry import create_model, family_module, get_entry
 
@@ -78,8 +79,6 @@ def resolve_checkpoint(path: Path | str, name: str | None = None, options: dict 
     if name is None:
         raise ZooError(f"{path}: not a zoo checkpoint, so it does not record its model; name the model "
                        "(e.g. zoo eval p2pnet --weights FILE)")
-    from zoo.convert import convert  # the converters need the registry and the families
-
     return convert(raw, name, Path(path), options)
 
 
@@ -111,8 +110,6 @@ def model_from_checkpoint(path: Path | str, name: str | None = None, device: str
     recorded options; a published one is converted. `options` add constructor options; those the weights imply
     (the family's `implied_options`, e.g. batch norm) win over recorded ones and are noted in state["notes"].
     """
-    from zoo.convert import merge_options
-
     state = resolve_checkpoint(path, name, options, trust_pickle)
     recorded = state.get("model_name")
     name = name or recorded
