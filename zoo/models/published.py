@@ -4,7 +4,9 @@ Each family module may define `from_published(weights) -> Converted | None`: giv
 and `module.`-style prefixes already removed by `zoo.convert`), it returns the zoo state dict and the options the
 layout implies, None when the keys show nothing of its published layouts, or raises a `ZooError` naming the
 keys it cannot place when they are only partly its own. `PUBLISHED_KEYS` (a few keys of its layouts) goes into
-the error shown when no family recognizes a file.
+the error shown when no family recognizes a file. `implied_options(state, name) -> dict` gives the constructor
+options a zoo state dict fixes by its keys where registered model `name` would differ (e.g. batch norm), so a
+checkpoint always rebuilds the architecture its weights were saved from.
 """
 
 from __future__ import annotations
