@@ -225,9 +225,8 @@ BODY_STARTS = {True: (0, 13, 23, 33), False: (0, 9, 16, 23)}
 PUBLISHED_KEYS = ("backbone.body1.0.weight", "fpn.P4_1.weight", "regression.output.weight",
                   "classification.output.weight")
 PUBLISHED_PREPROCESSING = (
-    "ImageNet mean/std normalization, as in the zoo. The official test script resizes each image down to a "
-    "multiple of 128 per side; the zoo pads to a multiple of 16 instead and keeps the full image, so its counts "
-    "cover the whole image at the original scale (the published script's resize drops up to 127 px per side)")
+    "ImageNet mean/std normalization, as in the zoo. The official test script rescales each image so both sides "
+    "are multiples of 128 (rounded down); the zoo pads to a multiple of 16 instead and keeps the image's scale")
 
 
 def from_published(weights: dict[str, Tensor]) -> Converted | None:
