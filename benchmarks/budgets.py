@@ -58,10 +58,10 @@ class Budget:
 
 BUDGETS = {
     # Sized from training speed measured with `zoo bench --resolution 256x256 --train-step` on the idle 2-core
-    # CPU, two threads (twice one thread's speed there): p2pnet 16, csrnet 15, cpn_r18 38 crops/s at 128 px.
+    # CPU, two threads (twice one thread's speed there): p2pnet 16, csrnet_bn 15, cpn_r18 38 crops/s at 128 px.
     # About 6 minutes per cells N and draw for the three models with their validation and test passes, about
     # 40 minutes for the suite. CPN on ResNet-18 stands in for the ResNet-50 CPN, several times slower there.
-    "cpu": Budget(name="cpu-reduced", models=("p2pnet", "csrnet", "cpn_r18"), cells_sizes=(32, 64), cells_draws=2,
+    "cpu": Budget(name="cpu-reduced", models=("p2pnet", "csrnet_bn", "cpn_r18"), cells_sizes=(32, 64), cells_draws=2,
                   crops_per_image=1, cells_crops=1920, synthetic_crops=1920, street_crops=960, street_crop_size=256,
                   validations=2,
                   note="A smoke-scale budget: about 240 optimizer steps per run from random weights, far from "
@@ -71,13 +71,13 @@ BUDGETS = {
     # How far longer CPU training takes the cells counts: the two best cpu-reduced models on cells, two draws at
     # N = 64 with 8 times the cells crops: 15-17 minutes of training a model and draw on 2 idle cores, 37 minutes
     # measured for one draw of both with their validation and test passes.
-    "cpu-long": Budget(name="cpu-long", models=("p2pnet", "csrnet"), cells_sizes=(64,), cells_draws=2,
+    "cpu-long": Budget(name="cpu-long", models=("p2pnet", "csrnet_bn"), cells_sizes=(64,), cells_draws=2,
                        crops_per_image=1, cells_crops=15_360, synthetic_crops=0, street_crops=0,
                        street_crop_size=256, validations=10,
                        note="Cells only, two draws at N = 64: 8 times the cpu-reduced cells budget, 240 epochs, "
                             "about 1900 optimizer steps from random weights."),
     # The protocol: five draws per N, every model, long enough to converge on a GPU.
-    "full": Budget(name="full", models=("p2pnet", "csrnet", "cpn", "cpn_r18"), cells_sizes=(32, 64),
+    "full": Budget(name="full", models=("p2pnet", "csrnet_bn", "cpn", "cpn_r18"), cells_sizes=(32, 64),
                    cells_draws=5, crops_per_image=4, cells_crops=64_000, synthetic_crops=64_000,
                    street_crops=19_200, street_crop_size=256, validations=20,
                    note="The issue's protocol: five draws per N; 250-500 epochs of four crops per image on cells."),

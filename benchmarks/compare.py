@@ -22,6 +22,7 @@ from benchmarks.report import COMMANDS, write_report
 from zoo.data.dataset import CELLS_DIR
 from zoo.errors import ZooError
 from zoo.paths import data_dir
+from zoo.registry import AMP_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
                         help="cpu (reduced), cpu-long (cells only, longer) or full (the issue's, for a GPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--amp", default="bf16", choices=("bf16", "fp16", "off"), help="mixed precision")
+    parser.add_argument("--amp", default="bf16", choices=AMP_MODES, help="mixed precision")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for torch here and in the harness's worker processes (default: torch's)")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated subset, run in order")

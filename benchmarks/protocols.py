@@ -33,6 +33,7 @@ from zoo.data.dataset import CELLS_DIR, resolve_splits
 from zoo.data.readers import Record, read_records
 from zoo.data.synthetic import write_ground_truth
 from zoo.errors import ZooError
+from zoo.metrics import HEADLINE_METRICS
 from zoo.registry import get_entry, get_recipe
 from zoo.train import TrainConfig, train
 
@@ -180,7 +181,7 @@ def run_job(job: Job, budget: Budget, setup: Setup) -> dict:
             "threads": torch.get_num_threads(),
             # From the per-epoch training speed the trainer logs: right across resumes, validation excluded.
             "train_seconds": round(float((crops_per_epoch / history["train_images_per_s"]).sum()), 1),
-            **{k: result[k] for k in ("mae", "mse", "nae", "f1_4", "f1_8")},
+            **{k: result[k] for k in HEADLINE_METRICS},
             "init_from": job.init_from, "checkpoint": result["checkpoint"],
             "date": pd.Timestamp.now("UTC").isoformat(timespec="seconds"), "git_commit": git_commit()}
 

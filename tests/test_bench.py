@@ -22,8 +22,9 @@ from zoo.bench.worker import run_isolated
 from zoo.checkpoint import save_checkpoint
 from zoo.data.synthetic import generate
 from zoo.errors import ZooError
-from zoo.models.base import CrowdModel, Prediction
+from zoo.models.base import CrowdModel
 from zoo.registry import Recipe, register_model
+from zoo.types import Prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY, BIG = "bench_test_tiny", "bench_test_big"
@@ -261,3 +262,16 @@ def test_weights_give_accuracy_columns_and_the_figure(tmp_path):
     assert 0 <= row["mae"] <= row["mse"]  # MSE is the root of the mean squared error: never below the MAE
     assert 0 <= row["f1_8"] <= 1
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_weights_are_decoded_at_the_threshold_the_checkpoint_records_as_zoo_eval_does(tmp_path):
+    from zoo.predict import load_inference
+
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, {"model": TinyCounter().state_dict(), "model_name": TINY, "model_kwargs": {},
+                                 "config": {"recipe": {"threshold": 0.77}}})
+    unit = Unit(model=TINY, dtype="fp32", channels_last=False, compile=False, batch_size=1, resolution=(32, 32),
+                device="cpu", iters=1, warmup=0, train_iters=1, train_step=False, weights=str(checkpoint))
+    _, threshold = measure.build(unit)
+    assert threshold == load_inference(checkpoint).threshold == 0.77
+    assert measure.build(Unit(**{**unit.to_dict(), "weights": None}))[1] == 0.5  # no weights: the recipe's

@@ -86,7 +86,7 @@ def test_list_json():
     assert result.returncode == 0, result.stderr
     models = json.loads(result.stdout)
     # Other test modules register test-only models in this process; the CLI must list exactly the package's.
-    packaged = [n for n in list_models() if get_entry(n).builder.__module__.startswith("zoo.")]
+    packaged = [n for n in list_models() if get_entry(n).module.startswith("zoo.")]
     assert [m["name"] for m in models] == packaged
     for m in models:
         entry = get_entry(m["name"])

@@ -12,9 +12,9 @@ from conftest import blob_batches, blob_samples, fit
 
 from zoo.errors import ZooError
 from zoo.metrics import match_points
-from zoo.models.base import Batch
 from zoo.models.cpn import CPN, hard_mining, resize_aligned
 from zoo.registry import create_model, get_entry
+from zoo.types import Batch
 
 SIZES = [(64, 96), (100, 76), (37, 53)]
 

@@ -11,9 +11,9 @@ from conftest import blob_batches, blob_samples, fit
 
 from zoo import density as D
 from zoo.errors import ZooError
-from zoo.models.base import Batch
 from zoo.models.csrnet import CSRNet
 from zoo.registry import create_model, get_entry
+from zoo.types import Batch
 
 
 @pytest.fixture(autouse=True)

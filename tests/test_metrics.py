@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from zoo.errors import ZooError
 from zoo.metrics import Evaluator, match_points, region_counts
-from zoo.models.base import Prediction
+from zoo.types import Prediction
 
 
 def points(*xy) -> np.ndarray:

@@ -13,9 +13,9 @@ from conftest import blob_batches, blob_samples, fit
 
 from zoo.errors import ZooError
 from zoo.metrics import match_points
-from zoo.models.base import Batch
 from zoo.models.p2pnet import P2PNet, anchor_points, match, match_cost
 from zoo.registry import create_model, get_recipe
+from zoo.types import Batch
 
 TAU = 0.05
 

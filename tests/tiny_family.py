@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.models.base import CrowdModel, Prediction
+from zoo.models.base import CrowdModel
 from zoo.registry import _REGISTRY, Recipe, register_model
+from zoo.types import Prediction
 
 
 class CellCounts:

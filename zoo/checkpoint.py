@@ -4,18 +4,25 @@ A checkpoint is a plain dict of tensors and Python values. A run's `last.pt` hol
     model, model_name, model_kwargs, optimizer, scaler, torch_rng, epoch, step, config, history, best_val_mae,
     provenance
 its `best.pt` only what inference reads (`inference_state`): the same without optimizer, scaler and torch_rng.
-Checkpoints of either layout, older full ones included, load everywhere a checkpoint is read.
+`provenance` says where the weights came from: for a training run its commit, torch version and start time; for a
+file converted from a published checkpoint (zoo convert) the source file name, sha256, layout, packing and
+preprocessing. Reading (`resolve_checkpoint`, `model_from_checkpoint`) accepts zoo checkpoints of either layout
+(older full ones included) and the published layouts zoo.convert recognizes; every `--weights` goes through
+`model_from_checkpoint`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import torch
 
+from zoo.convert import convert, merge_options
 from zoo.errors import ZooError
+from zoo.registry import create_model, family_module, get_entry
 
 
 def atomic_write(path: Path, write) -> None:
@@ -53,25 +60,51 @@ def inference_state(state: dict) -> dict:
     return {key: state[key] for key in INFERENCE_KEYS if key in state}
 
 
-def load_checkpoint(path: Path) -> dict:
+def read_file(path: Path | str, trust_pickle: bool = False):
+    """The contents of a torch file, on CPU. Without `trust_pickle` only tensors and plain Python values are
+    unpickled (`weights_only=True`), so a file cannot run code while loading."""
     path = Path(path)
     if not path.is_file():
         raise ZooError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, corrupt, or holding pickled code
-        raise ZooError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as exc:  # truncated, corrupt, not a torch file, or holding pickled objects
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        pickled = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if pickled:
+            raise ZooError(f"{path}: holds pickled Python objects ({pickled[1]}) besides tensors; load it only if "
+                           "you trust its source (--trust-pickle, or trust_pickle=True)") from None
+        raise ZooError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {first})") from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by the zoo (for resuming: with optimizer and history)."""
+    state = read_file(path)
     if not isinstance(state, dict) or "model" not in state:
         raise ZooError(f"{path}: not a crowd-zoo checkpoint (no 'model' entry)")
     return state
+
+
+def resolve_checkpoint(path: Path | str, name: str | None = None, options: dict | None = None,
+                       trust_pickle: bool = False) -> dict:
+    """Any accepted weights file as a zoo checkpoint dict: a zoo checkpoint as it is, a published checkpoint
+    (or a bare state dict) converted for model `name` (see zoo.convert)."""
+    raw = read_file(path, trust_pickle)
+    if isinstance(raw, dict) and "model_name" in raw and isinstance(raw.get("model"), dict):
+        return raw
+    if name is None:
+        raise ZooError(f"{path}: not a zoo checkpoint, so it does not record its model; name the model "
+                       "(e.g. zoo eval p2pnet --weights FILE)")
+    return convert(raw, name, Path(path), options)
 
 
 def load_model_state(model: torch.nn.Module, state: dict, source: Path | str) -> None:
     """Load weights, naming the first mismatch (another model's checkpoint, or other shapes) in the error."""
     own = model.state_dict()
     weights = state["model"]
-    if state.get("model_name") and getattr(model, "registry_name", None) not in (None, state["model_name"]):
-        raise ZooError(f"{source}: checkpoint is for model {state['model_name']!r}, not {model.registry_name!r}")
+    recorded, built = state.get("model_name"), getattr(model, "registry_name", None)
+    if recorded and built and recorded != built and get_entry(recorded).family != get_entry(built).family:
+        raise ZooError(f"{source}: checkpoint is for model {recorded!r}, not {built!r}")
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     if missing or unexpected:
@@ -85,16 +118,26 @@ def load_model_state(model: torch.nn.Module, state: dict, source: Path | str) ->
     model.load_state_dict(weights)
 
 
-def model_from_checkpoint(path: Path, name: str | None = None, device: str = "cpu"):
-    """Rebuild the registered model a checkpoint was trained as (its name and constructor overrides)."""
-    from zoo.registry import create_model
+def model_from_checkpoint(path: Path | str, name: str | None = None, device: str = "cpu",
+                          options: dict | None = None, trust_pickle: bool = False):
+    """The model a weights file holds, ready on `device` in eval mode, and the checkpoint dict.
 
-    state = load_checkpoint(path)
+    A zoo checkpoint rebuilds the registered model it records (or `name`, a model of the same family) with its
+    recorded options; a published one is converted. `options` add constructor options; those the weights imply
+    (the family's `implied_options`, e.g. batch norm) win over recorded ones and are noted in state["notes"].
+    """
+    state = resolve_checkpoint(path, name, options, trust_pickle)
     recorded = state.get("model_name")
-    if name is None and recorded is None:
-        raise ZooError(f"{path}: the checkpoint does not record its model; pass the model name")
-    if name is not None and recorded is not None and name != recorded:
-        raise ZooError(f"{path}: checkpoint is for model {recorded!r}, not {name!r}")
-    model = create_model(name or recorded, **state.get("model_kwargs", {}))
+    name = name or recorded
+    if recorded is not None and get_entry(recorded).family != get_entry(name).family:
+        raise ZooError(f"{path}: checkpoint is for model {recorded!r} ({get_entry(recorded).family} family), "
+                       f"not {name!r} ({get_entry(name).family} family)")
+    hook = getattr(family_module(name), "implied_options", None)
+    implied = hook(state["model"], name) if hook else {}
+    record = state.get("model_kwargs", {})
+    notes = [f"{path}: its weights imply {k}={v!r}, which {name} does not have by default; built with it"
+             for k, v in implied.items() if record.get(k) != v]
+    kwargs = {**record, **merge_options(options or {}, implied, path)}
+    model = create_model(name, **kwargs)
     load_model_state(model, state, path)
-    return model.to(device).eval(), state
+    return model.to(device).eval(), {**state, "notes": state.get("notes", []) + notes}

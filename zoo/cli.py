@@ -16,8 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from zoo.errors import ZooError
+from zoo.registry import AMP_MODES
 
 console = Console()
+WEIGHTS_HELP = "zoo checkpoint, or a published checkpoint of the model's family (then name the model)"
 err_console = Console(stderr=True)
 
 
@@ -159,12 +161,38 @@ def _metric_label(key: str) -> str:
     return {"mse": "MSE (root mean squared error)"}.get(key, key.upper())
 
 
+def _print_notes(state: dict) -> None:
+    """What loading a checkpoint had to decide (e.g. options its weights imply), and where converted weights came
+    from."""
+    for line in state.get("notes", []):
+        err_console.print(f"[yellow]note[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if "provenance" in state:
+        origin = state["provenance"]
+        err_console.print(f"[yellow]note[/] weights converted from {escape(origin['source'])} "
+                          f"({escape(origin['layout'])})", highlight=False, soft_wrap=True)
+
+
+def cmd_convert(args) -> int:
+    from zoo.checkpoint import model_from_checkpoint, save_checkpoint
+
+    model, state = model_from_checkpoint(args.source, args.model, trust_pickle=args.trust_pickle)
+    _print_notes(state)
+    checkpoint = {"model": model.state_dict(), "model_name": args.model, "model_kwargs": model.registry_kwargs,
+                  "provenance": state.get("provenance", {"source": Path(args.source).name, "layout": "zoo"})}
+    save_checkpoint(Path(args.out), checkpoint)
+    console.print(f"{escape(args.source)} -> {escape(args.out)}: {args.model}, "
+                  f"{escape(checkpoint['provenance']['layout'])}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_eval(args) -> int:
     import math
 
     from zoo.predict import evaluate_checkpoint, load_inference
 
-    run = load_inference(args.weights, args.model, device=args.device, threshold=args.threshold, amp=args.amp)
+    run = load_inference(args.weights, args.model, device=args.device, threshold=args.threshold, amp=args.amp,
+                         trust_pickle=args.trust_pickle)
+    _print_notes(run.state)
     evaluator = evaluate_checkpoint(run, args.data, args.format, args.split)
     if args.per_image:
         evaluator.write_csv(args.per_image)
@@ -207,7 +235,9 @@ def cmd_predict(args) -> int:
     model = inputs.pop(0) if inputs[0] in list_models() and not Path(inputs[0]).exists() else None
     if not inputs:
         raise ZooError(f"name the images or folders to run {model} on")
-    run = load_inference(args.weights, model, device=args.device, threshold=args.threshold, amp=args.amp)
+    run = load_inference(args.weights, model, device=args.device, threshold=args.threshold, amp=args.amp,
+                         trust_pickle=args.trust_pickle)
+    _print_notes(run.state)
 
     def report(outcome) -> None:
         if outcome.error:
@@ -254,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-lr", type=float)
     p.add_argument("--crop-size", type=int)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--amp", choices=("bf16", "fp16", "off"), help="mixed precision (default bf16)")
+    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default bf16)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
@@ -264,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from OUT/last.pt (without --out: the latest runs/MODEL-N)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in OUT (without --out: runs/MODEL); its files are deleted first")
-    p.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from the weights of this zoo or published checkpoint (fine-tuning)")
     p.add_argument("--config", help="TOML file: top-level TrainConfig keys, [recipe] and [model_kwargs] tables")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any recipe field")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model constructor override")
@@ -296,14 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="score a checkpoint on a dataset split with the shared evaluator")
     p.add_argument("model", nargs="?", help="registered model name (default: the one the checkpoint records)")
-    p.add_argument("--weights", required=True, help="checkpoint (.pt) written by zoo train")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--format", help="dataset format (default: auto, or the recorded one with the recorded data)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--threshold", type=float, help="decision threshold (default: the recorded recipe's)")
     p.add_argument("--per-image", metavar="CSV", help="also write one row per image to this CSV")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--amp", choices=("bf16", "fp16", "off"), help="mixed precision (default: as trained)")
+    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: as trained)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow weights files that hold pickled Python objects (they can run code while loading); "
+                        "by default only tensors and plain values are read")
     p.add_argument("--json", action="store_true", help="last stdout line: the metrics as one JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -311,13 +345,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.__class__ = _IntermixedParser
     p.add_argument("model", nargs="?", help="registered model name (default: the one the checkpoint records)")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
-    p.add_argument("--weights", required=True, help="checkpoint (.pt) written by zoo train")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     p.add_argument("--threshold", type=float, help="decision threshold (default: the recorded recipe's)")
     p.add_argument("--batch-size", type=int, default=4, help="consecutive same-size images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--amp", choices=("bf16", "fp16", "off"), help="mixed precision (default: as trained)")
+    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: as trained)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow weights files that hold pickled Python objects (they can run code while loading); "
+                        "by default only tensors and plain values are read")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("convert", help="turn a published checkpoint (P2PNet, CSRNet-pytorch, lwcc, C-3-Framework) "
+                                       "into a zoo checkpoint")
+    p.add_argument("source", help="the published .pth / .pth.tar file")
+    p.add_argument("--model", required=True, help="registered model name it is for (see zoo list)")
+    p.add_argument("--out", required=True, help="zoo checkpoint to write (.pt)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow weights files that hold pickled Python objects (they can run code while loading); "
+                        "by default only tensors and plain values are read")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 

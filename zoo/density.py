@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -31,6 +28,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.special import ndtr
 
+from zoo.checkpoint import atomic_write
 from zoo.errors import ZooError
 from zoo.paths import cache_dir
 
@@ -150,19 +148,15 @@ class SigmaCache:
     def _write(self) -> None:
         merged = {**self._read(), **self._memory}  # keep what other workers wrote since we last read
         arrays = list(merged.values())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+
+        def write(tmp):
             with h5py.File(tmp, "w", locking=False) as f:
                 f.attrs["params"] = json.dumps(asdict(self.params))
                 f["keys"] = np.array([k.encode() for k in merged], dtype="S40")
                 f["offsets"] = np.cumsum([0] + [len(a) for a in arrays])
                 f["sigmas"] = np.concatenate(arrays).astype(np.float32)
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+
+        atomic_write(self.path, write)
 
 
 class DensityEncoder:

@@ -13,7 +13,7 @@ from zoo.metrics import Evaluator
 
 
 def autocast(device: torch.device | str, amp: str):
-    """Autocast context for `amp` in {"off", "bf16", "fp16"}."""
+    """Autocast context for `amp`, one of zoo.registry.AMP_MODES."""
     device_type = torch.device(device).type
     if amp == "off":
         return contextlib.nullcontext()

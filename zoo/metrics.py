@@ -30,8 +30,12 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from zoo.checkpoint import atomic_write
 from zoo.errors import ZooError
-from zoo.models.base import Prediction
+from zoo.types import Prediction
+
+#: the metrics every result row reports (train's final test, bench accuracy, the comparison suite)
+HEADLINE_METRICS = ("mae", "mse", "nae", "f1_4", "f1_8")
 
 DEFAULT_THRESHOLDS = (4, 8)
 GAME_LEVELS = (0, 1, 2, 3)
@@ -187,17 +191,10 @@ class Evaluator:
         return result
 
     def write_csv(self, path: str | os.PathLike) -> None:
-        """Write the per-image rows to `path` atomically: a temporary file beside it, then `os.replace`.
-        (Read names back with `pd.read_csv(path, dtype={"name": str})` so "001" stays a string.)"""
-        path = Path(path)
-        # Named by process id rather than mkstemp, which would leave the CSV readable by its owner only.
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        """Write the per-image rows to `path` atomically. (Read names back with
+        `pd.read_csv(path, dtype={"name": str})` so "001" stays a string.)"""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(self._rows, columns=self.columns).to_csv(temporary, index=False)
-            os.replace(temporary, path)
+            table = pd.DataFrame(self._rows, columns=self.columns)
+            atomic_write(Path(path), lambda tmp: table.to_csv(tmp, index=False))
         except OSError as error:
             raise ZooError(f"{path}: cannot write the per-image CSV ({error.strerror or error})") from None
-        finally:
-            if temporary.exists():  # only after a failure: a successful os.replace consumed it
-                temporary.unlink()

@@ -28,8 +28,9 @@ from zoo.data.readers import IMAGE_SUFFIXES, _natural_key, load_image
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
 from zoo.metrics import Evaluator
-from zoo.models.base import CrowdModel, Prediction
-from zoo.registry import get_recipe
+from zoo.models.base import CrowdModel
+from zoo.registry import AMP_MODES, get_recipe
+from zoo.types import Prediction
 
 MAP_OPACITY = 0.6  # blend weight of the colour map where the dense map peaks; it fades out where the map is 0
 POINT_COLOUR = (255, 0, 255)  # magenta: a hue the turbo colour map never uses
@@ -56,11 +57,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_inference(weights: str | Path, name: str | None = None, *, device: str = "cpu",
-                   threshold: float | None = None, amp: str | None = None) -> Inference:
-    """The checkpoint's model on `device`. Unset options default to what the training run recorded: the recipe's
-    threshold (else the registry recipe's), its mixed precision and its memory format."""
+                   threshold: float | None = None, amp: str | None = None, trust_pickle: bool = False) -> Inference:
+    """The model a weights file holds (a zoo checkpoint, or a published one converted) on `device`, with the
+    settings every user of a checkpoint runs it with. Unset options default to what the training run recorded:
+    the recipe's threshold (else the registry recipe's), its mixed precision and its memory format."""
     target = resolve_device(device)
-    model, state = model_from_checkpoint(Path(weights), name, device=str(target))
+    model, state = model_from_checkpoint(Path(weights), name, device=str(target), trust_pickle=trust_pickle)
     config = state.get("config", {})
     recorded = config.get("train", {})
     if threshold is None:
@@ -69,8 +71,8 @@ def load_inference(weights: str | Path, name: str | None = None, *, device: str 
         # fp16 autocast exists for CUDA training only (with a scaler); on a CPU run the weights as trained.
         amp = recorded.get("amp", "off")
         amp = "off" if amp == "fp16" and target.type != "cuda" else amp
-    if amp not in ("off", "bf16", "fp16"):
-        raise ZooError(f"unknown --amp {amp!r}; choose bf16, fp16 or off")
+    if amp not in AMP_MODES:
+        raise ZooError(f"unknown --amp {amp!r}; choose {', '.join(AMP_MODES)}")
     channels_last = bool(recorded.get("channels_last", False))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -7,10 +7,16 @@ the registry and never branches on a model's name.
 from __future__ import annotations
 
 import fnmatch
+import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 from zoo.errors import ZooError
+
+#: mixed-precision modes of training and inference (autocast dtype, or off); defined here, where importing
+#: costs nothing, because the CLI lists them in --help
+AMP_MODES = ("bf16", "fp16", "off")
 
 
 @dataclass(frozen=True)
@@ -46,27 +52,41 @@ class Recipe:
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    builder: Callable
+    builder: Callable | str  # the builder, or "package.module:function", imported when a model is built
     recipe: Recipe
     family: str
     description: str = ""
+
+    @property
+    def module(self) -> str:
+        """The module of the builder: its family's module (with the family's checkpoint hooks)."""
+        return self.builder.partition(":")[0] if isinstance(self.builder, str) else self.builder.__module__
+
+    def build(self, **kwargs):
+        builder = self.builder
+        if isinstance(builder, str):
+            module, _, function = builder.partition(":")
+            builder = getattr(importlib.import_module(module), function)
+        return builder(**kwargs)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str | None = None, *, recipe: Recipe, family: str, description: str = ""):
-    """Decorator registering a builder `fn(pretrained: bool = False, **kwargs) -> CrowdModel`."""
+def register_model(name: str | None = None, *, recipe: Recipe, family: str, description: str = "",
+                   builder: str | None = None):
+    """Register `builder` ("package.module:function", imported on first use, so listing costs no import) or,
+    used as a decorator, the decorated `fn(pretrained: bool = False, **kwargs) -> CrowdModel`."""
 
     def wrap(fn):
         key = name or fn.__name__
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} is already registered")
-        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        doc = description or ("" if isinstance(fn, str) else (fn.__doc__ or "").strip().split("\n")[0])
         _REGISTRY[key] = ModelEntry(key, fn, recipe, family, doc)
         return fn
 
-    return wrap
+    return wrap(builder) if builder is not None else wrap
 
 
 def _entry(name: str) -> ModelEntry:
@@ -77,13 +97,26 @@ def _entry(name: str) -> ModelEntry:
         raise ZooError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, pretrained: bool = False, **overrides):
-    """Build a registered model. `overrides` are passed to the family's constructor and recorded on the model
-    (`registry_name`, `registry_kwargs`) so checkpoints can rebuild it."""
-    model = _entry(name).builder(pretrained=pretrained, **overrides)
+def create_model(name: str, pretrained: bool = False, checkpoint_path: str | os.PathLike | None = None,
+                 **overrides):
+    """Build a registered model, as timm does. `checkpoint_path` loads a zoo checkpoint or a recognized
+    published checkpoint of the model's family (see zoo.convert), with the options its weights imply.
+    `overrides` go to the family's constructor and are recorded on the model (`registry_name`,
+    `registry_kwargs`) so checkpoints can rebuild it."""
+    if checkpoint_path is not None:
+        from zoo.checkpoint import model_from_checkpoint
+
+        return model_from_checkpoint(checkpoint_path, name, options=overrides)[0]
+    model = _entry(name).build(pretrained=pretrained, **overrides)
     model.registry_name = name
     model.registry_kwargs = dict(overrides)
     return model
+
+
+def family_module(name: str):
+    """The module of a registered model's family: it holds the family's checkpoint hooks (`from_published`,
+    `implied_options`)."""
+    return importlib.import_module(_entry(name).module)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -100,5 +133,5 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def _load_families() -> None:
-    # Importing the families runs their @register_model decorators; done lazily so `import zoo` stays cheap.
-    import zoo.models  # noqa: F401
+    # The catalogue registers the packaged models without importing torch or any family.
+    import zoo.models.catalog  # noqa: F401

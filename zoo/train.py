@@ -34,13 +34,15 @@ from zoo.checkpoint import (
     load_checkpoint,
     load_model_state,
     model_from_checkpoint,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset, resolve_splits
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
-from zoo.registry import create_model, get_recipe
+from zoo.metrics import HEADLINE_METRICS
+from zoo.registry import AMP_MODES, create_model, get_recipe
 from zoo.runs import check_same_run, run_folder
 
 
@@ -128,8 +130,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     device = setup_distributed(cfg.device)
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ZooError("--amp fp16 needs CUDA (it uses a gradient scaler); use --amp bf16 on CPU")
-    if cfg.amp not in ("off", "bf16", "fp16"):
-        raise ZooError(f"unknown --amp {cfg.amp!r}; choose bf16, fp16 or off")
+    if cfg.amp not in AMP_MODES:
+        raise ZooError(f"unknown --amp {cfg.amp!r}; choose {', '.join(AMP_MODES)}")
     main = zdist.is_main()
     torch.manual_seed(cfg.seed)
     recipe = get_recipe(cfg.model).override(**cfg.recipe)
@@ -184,7 +186,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
             console.print(f"no checkpoint at {out / 'last.pt'}: starting a new run")
         if cfg.init_from:
             # Weights only: the optimizer, schedule and epoch count start afresh for the new data.
-            load_model_state(net, load_checkpoint(cfg.init_from), cfg.init_from)
+            load_model_state(net, resolve_checkpoint(cfg.init_from, cfg.model, cfg.model_kwargs), cfg.init_from)
             if main:
                 console.print(f"initialized from {cfg.init_from}")
 
@@ -293,5 +295,5 @@ def final_test(splits, chosen: Path, recipe, cfg: TrainConfig, device, console: 
                   f"MSE {summary['mse']:.2f} (root of mean squared error) | F1@4 {summary['f1_4']:.3f} | "
                   f"F1@8 {summary['f1_8']:.3f}")
     atomic_write(out / "test_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    result.update({k: summary[k] for k in ("mae", "mse", "nae", "f1_4", "f1_8")})
+    result.update({k: summary[k] for k in HEADLINE_METRICS})
     return result

@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from zoo.bench.config import AMP, Unit
-from zoo.checkpoint import model_from_checkpoint
 from zoo.data import transforms as T
 from zoo.data.collate import collate
 from zoo.data.synthetic import synthesize_image
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
+from zoo.metrics import HEADLINE_METRICS
+from zoo.predict import load_inference
 from zoo.registry import create_model, get_entry, get_recipe
 
 SEED = 0
@@ -119,18 +120,21 @@ def train_batch(model, crop: int, batch_size: int):
     return collate(samples)
 
 
-def build(unit: Unit) -> torch.nn.Module:
+def build(unit: Unit) -> tuple[torch.nn.Module, float]:
+    """The unit's model and its decision threshold: with weights, both as `zoo eval` loads them (the threshold the
+    checkpoint records), else seeded random weights and the registry recipe's threshold."""
     torch.manual_seed(SEED)
     if unit.weights:
-        model, _ = model_from_checkpoint(unit.weights, unit.model)
-        return model
-    return create_model(unit.model)
+        run = load_inference(unit.weights, unit.model, amp=AMP[unit.dtype])
+        return run.model, run.threshold
+    return create_model(unit.model), get_recipe(unit.model).threshold
 
 
 def measure_unit(unit: Unit) -> dict:
     """All figures of one unit; keys are CSV columns. Running out of memory is recorded, not raised."""
     device = torch.device(unit.device)
-    model = build(unit).to(device).eval()
+    model, threshold = build(unit)
+    model = model.to(device).eval()
     height, width = unit.resolution
     if height % model.stride or width % model.stride:
         raise ZooError(f"--resolution {height}x{width}: {unit.model} needs sides that are multiples of "
@@ -143,13 +147,13 @@ def measure_unit(unit: Unit) -> dict:
            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    figures, oom = attempt(lambda: time_inference(model, runner, unit, device), device)
+    figures, oom = attempt(lambda: time_inference(model, runner, unit, device, threshold), device)
     row.update(figures)
     if oom:
         row.update(status="oom", note=f"inference at batch {unit.batch_size}: {oom}")
     row.update(peak_memory(device, unit.isolated))
     if unit.weights and unit.data:
-        row.update(accuracy(model, unit, device))
+        row.update(accuracy(model, unit, device, threshold))
     if unit.train_step:
         figures, oom = attempt(lambda: train_throughput(model, runner, unit, device), device)
         row.update(figures)
@@ -171,7 +175,7 @@ def attempt(measurement, device: torch.device) -> tuple[dict, str | None]:
 
 
 @torch.no_grad()
-def time_inference(model, runner, unit: Unit, device: torch.device) -> dict:
+def time_inference(model, runner, unit: Unit, device: torch.device, threshold: float) -> dict:
     """Warm-up (the first pass eager, under the FLOP counter), then `iters` timed, synchronized passes."""
     images = bench_images(unit.resolution, unit.batch_size).to(device)
     if unit.channels_last:
@@ -189,7 +193,7 @@ def time_inference(model, runner, unit: Unit, device: torch.device) -> dict:
             synchronize(device)
             seconds.append(time.perf_counter() - start)
     sizes = torch.tensor([unit.resolution] * unit.batch_size, device=device)
-    counts = [p.count for p in model.decode(outputs, sizes, get_recipe(unit.model).threshold)]
+    counts = [p.count for p in model.decode(outputs, sizes, threshold)]
     median = statistics.median(seconds)
     return {"gflops_per_image": flops / unit.batch_size / 1e9, "latency_ms_median": 1e3 * median,
             "latency_ms_p90": 1e3 * float(np.percentile(seconds, 90)), "images_per_s": unit.batch_size / median,
@@ -227,15 +231,15 @@ def train_throughput(model, runner, unit: Unit, device: torch.device) -> dict:
             "train_batch_size": batch_size, "train_crop": recipe.crop_size}
 
 
-def accuracy(model, unit: Unit, device: torch.device) -> dict:
+def accuracy(model, unit: Unit, device: torch.device, threshold: float) -> dict:
     from zoo.data.dataset import resolve_splits
 
     splits = resolve_splits(unit.data)
     if not splits.test:
         raise ZooError(f"--data {unit.data}: the test split is empty, so accuracy cannot be measured")
-    summary = evaluate(model, splits.test, f"{splits.name}:test", threshold=get_recipe(unit.model).threshold,
+    summary = evaluate(model, splits.test, f"{splits.name}:test", threshold=threshold,
                        device=device, amp=AMP[unit.dtype], channels_last=unit.channels_last).summary()
-    return {k: summary[k] for k in ("mae", "mse", "nae", "f1_4", "f1_8")}
+    return {k: summary[k] for k in HEADLINE_METRICS}
 
 
 def peak_memory(device: torch.device, isolated: bool) -> dict:

@@ -13,6 +13,7 @@ import torch
 from rich.table import Table
 
 from zoo.csvrows import append_rows
+from zoo.metrics import HEADLINE_METRICS
 
 COLUMNS = [
     # environment
@@ -28,10 +29,10 @@ COLUMNS = [
     # memory
     "peak_rss_mb", "cuda_peak_allocated_mb", "cuda_peak_reserved_mb",
     # counts on the fixed input, and accuracy
-    "mean_count", "count_rel_diff", "data", "mae", "mse", "nae", "f1_4", "f1_8",
+    "mean_count", "count_rel_diff", "data", *HEADLINE_METRICS,
 ]
 #: measured once per model x setting (on its first batch size) and repeated on its other rows
-PER_SETTING_COLUMNS = ("train_images_per_s", "train_batch_size", "train_crop", "mae", "mse", "nae", "f1_4", "f1_8")
+PER_SETTING_COLUMNS = ("train_images_per_s", "train_batch_size", "train_crop", *HEADLINE_METRICS)
 
 
 def environment(device: torch.device) -> dict:

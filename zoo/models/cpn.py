@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.errors import ZooError
-from zoo.models.base import Batch, CrowdModel, Prediction
+from zoo.models.base import CrowdModel, checked_options
 from zoo.models.weights import load_matching, load_state_dict_file
-from zoo.registry import Recipe, register_model
+from zoo.types import Batch, Prediction
 
 OUTPUT_STRIDE = 4
 PIXEL_CENTRE = 0.5  # continuous coordinate of pixel 0's centre
@@ -360,18 +360,15 @@ class CPN(CrowdModel):
         return predictions
 
 
-# ----------------------------------------------------------------------------------------------- registry
+# ----------------------------------------------------------------------------------------------- builders
+# (registered, with their recipes, in zoo/models/catalog.py)
 
-RECIPE = Recipe(optimizer="adam", lr=1e-3, backbone_lr=1e-3, epochs=20, threshold=0.3)
 
-
-@register_model("cpn", recipe=RECIPE, family="heatmap")
 def cpn(pretrained: bool | str | os.PathLike = False, **overrides) -> CPN:
     """CPN: ResNet-50 + GlobalNet + RefineNet heatmaps at stride 4, L2 + OHKM."""
-    return CPN(pretrained=pretrained, **overrides)
+    return CPN(pretrained=pretrained, **checked_options("cpn", CPN, overrides))
 
 
-@register_model("cpn_r18", recipe=RECIPE, family="heatmap")
 def cpn_r18(pretrained: bool | str | os.PathLike = False, **overrides) -> CPN:
     """CPN on ResNet-18: the CPU-friendly variant (~1.6x faster steps; the stride-4 neck dominates at 128 px)."""
-    return CPN(pretrained=pretrained, **{"backbone": "resnet18", **overrides})
+    return CPN(pretrained=pretrained, **checked_options("cpn_r18", CPN, {"backbone": "resnet18", **overrides}))

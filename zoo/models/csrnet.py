@@ -6,17 +6,16 @@ since a density map does not say where each head is when heads overlap.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.density import DensityEncoder, DensityParams
 from zoo.errors import ZooError
-from zoo.models.base import Batch, CrowdModel, Prediction
+from zoo.models.base import CrowdModel, checked_options
+from zoo.models.published import Converted, has_prefix, rename
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
-from zoo.registry import Recipe, register_model
+from zoo.types import Batch, Prediction
 
 # Backend configurations of the paper (Table 3). The design notes' 2, 4, 8, 16 matches none of them.
 DILATIONS = {"A": (1,) * 6, "B": (2,) * 6, "C": (2, 2, 2, 4, 4, 4), "D": (4,) * 6}
@@ -24,11 +23,12 @@ BACKEND_CHANNELS = (512, 512, 512, 256, 128, 64)
 
 
 class CSRNet(CrowdModel):
-    """`batch_norm=False` is the paper's plain VGG-16 frontend (`features[0:23]`, loads `vgg16` weights);
-    `batch_norm=True` (default) uses `vgg16_bn` up to the same pool (`features[0:33]`) and BN in the backend too.
-    Both train from scratch here; BN is the default because it counts as well and localizes far better
-    (synthetic default, 20 epochs, test MAE / F1@8: BN 14.0 / 0.19, plain 13.3 / 0.04; 48x48 blobs, 60 steps:
-    held-out MAE 0.38 vs 0.49 of the predict-the-mean baseline).
+    """`batch_norm=False` (registered as `csrnet`) is the paper's plain VGG-16 frontend (`features[0:23]`, loads
+    `vgg16` weights) and the architecture of the published checkpoints; `batch_norm=True` (`csrnet_bn`) uses
+    `vgg16_bn` up to the same pool (`features[0:33]`) and BN in the backend too. Trained from scratch here, BN
+    counts as well and localizes far better (synthetic default, 20 epochs, test MAE / F1@8: BN 14.0 / 0.19,
+    plain 13.3 / 0.04; 48x48 blobs, 60 steps: held-out MAE 0.38 vs 0.49 of the predict-the-mean baseline), so
+    the zoo's runs use `csrnet_bn`.
 
     The network predicts `density_scale` x the density. Targets are heads per 8x8 cell, already 64x the
     per-pixel density whose tiny values stall the published code's SGD, so the default factor is 1: Adam
@@ -39,7 +39,7 @@ class CSRNet(CrowdModel):
 
     stride = 8
 
-    def __init__(self, dilation: str = "B", batch_norm: bool = True, pretrained=False, sigma_mode: str = "adaptive",
+    def __init__(self, dilation: str = "B", batch_norm: bool = False, pretrained=False, sigma_mode: str = "adaptive",
                  sigma: float = 4.0, density_scale: float = 1.0):
         super().__init__()
         if dilation not in DILATIONS:
@@ -106,26 +106,49 @@ class CSRNet(CrowdModel):
         return predictions
 
 
-_OPTIONS = set(inspect.signature(CSRNet).parameters) - {"pretrained"}
+# ---- published checkpoints -----------------------------------------------------------------------------------
+
+PUBLISHED_KEYS = ("frontend.0.weight", "backend.0.weight", "output_layer.weight")
+PUBLISHED_PREPROCESSING = (
+    "ImageNet mean/std normalization on the full image, as in the zoo (CSRNet-pytorch's val.ipynb normalizes "
+    "differently, a known source of wrong counts); the zoo pads to a multiple of 8, which adds only zero cells")
 
 
-@register_model(
-    "csrnet",
-    # Adam at 3e-4 for the whole net (backbone included: nothing is pretrained here). Synthetic default, 8 epochs,
-    # test MAE: lr 1e-4 50.7, 3e-4 30.0, 1e-3 30.1 (validation MAE swinging up to 1230); 20 epochs at 3e-4: 14.0
-    # in 2 min 51 s on this idle 2-core CPU (bf16 autocast). The published code's SGD lr 1e-7, momentum 0.95,
-    # weight decay 5e-4, batch 1 is tuned for ImageNet-initialized VGG, a summed loss and per-pixel targets:
-    # `--set optimizer=sgd --lr 1e-7 --backbone-lr 1e-7 --set momentum=0.95 --set weight_decay=5e-4
-    # --batch-size 1`; the notes' Adam at 1e-5 is `--lr 1e-5 --backbone-lr 1e-5`. Threshold 0.02 heads per
-    # cell gave the best validation F1@8 (0.23; 0.21 at 0.05, 0.17 at 0.1).
-    recipe=Recipe(optimizer="adam", lr=3e-4, backbone_lr=3e-4, epochs=20, batch_size=8, crop_size=128,
-                  scale_range=(0.8, 1.2), flip=True, warmup_epochs=1, threshold=0.02),
-    family="density",
-    description="CSRNet: VGG-16 frontend + dilated backend, density map at stride 8 (count = its sum)",
-)
+def from_published(weights: dict[str, Tensor]) -> Converted | None:
+    """CSRNet-pytorch's layout (`frontend.N`, `backend.N`, `output_layer`), also used by lwcc and C-3-Framework.
+
+    `frontend` is torchvision's VGG-16 `features[:23]` with the same indices (`[:33]` with BN), the backend the
+    paper's configuration B (dilation 2). Its targets are heads per 8x8 cell, as the zoo's, so the output is
+    taken as is (density_scale 1).
+    """
+    if not has_prefix(weights, "frontend.", "backend.", "output_layer."):
+        return None
+    state, origin = rename(weights, [
+        (r"frontend\.(\d+)\.(.+)", lambda m: f"backbone.features.{m[1]}.{m[2]}"),
+        (r"backend\.(\d+)\.(.+)", lambda m: f"backend.{m[1]}.{m[2]}"),
+        (r"output_layer\.(.+)", lambda m: f"output.{m[1]}"),
+    ], "CSRNet-pytorch")
+    options = {"batch_norm": "backbone.features.1.running_mean" in state, "dilation": "B", "density_scale": 1.0}
+    layout = f"CSRNet-pytorch ({'VGG-16 with batch norm' if options['batch_norm'] else 'VGG-16'})"
+    return Converted(state, options, layout, PUBLISHED_PREPROCESSING, origin)
+
+
+#: batch norm of each registered variant
+VARIANTS = {"csrnet": False, "csrnet_bn": True}
+
+
+def implied_options(state: dict[str, Tensor], name: str) -> dict:
+    """Options a zoo state dict fixes by its keys that variant `name` would not have: batch norm (zoo runs before
+    the `csrnet_bn` name saved BN weights as `csrnet`)."""
+    batch_norm = "backbone.features.1.running_mean" in state
+    return {} if batch_norm == VARIANTS[name] else {"batch_norm": batch_norm}
+
+
 def csrnet(pretrained=False, **overrides) -> CSRNet:
     """Options: dilation "A".."D" (default "B"), batch_norm, sigma_mode "adaptive"/"fixed", sigma, density_scale."""
-    unknown = sorted(set(overrides) - _OPTIONS)
-    if unknown:
-        raise ZooError(f"csrnet: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_OPTIONS))}")
-    return CSRNet(pretrained=pretrained, **overrides)
+    return CSRNet(pretrained=pretrained, **checked_options("csrnet", CSRNet, overrides))
+
+
+def csrnet_bn(pretrained=False, **overrides) -> CSRNet:
+    """As `csrnet`, with batch_norm=True by default."""
+    return CSRNet(pretrained=pretrained, **checked_options("csrnet_bn", CSRNet, {"batch_norm": True, **overrides}))

@@ -17,7 +17,6 @@ there would only teach the network about zero padding) and are dropped by `decod
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import warnings
@@ -30,9 +29,10 @@ from torch import Tensor, nn
 
 from zoo.distributed import mean_count_over_ranks
 from zoo.errors import ZooError
-from zoo.models.base import Batch, CrowdModel, Prediction
+from zoo.models.base import CrowdModel, checked_options
+from zoo.models.published import Converted, has_prefix, rename
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
-from zoo.registry import Recipe, register_model
+from zoo.types import Batch, Prediction
 
 GRID_STRIDE = 8  # the prediction grid is C4's: one cell per 8x8 input pixels
 BACKBONES = {"vgg16": False, "vgg16_bn": True}  # name -> batch norm
@@ -218,32 +218,65 @@ class P2PNet(CrowdModel):
         return predictions
 
 
-# The published recipe, except where no pretrained weights changes the answer. Measured on 64x64 blobs
-# (batch 8, 100 steps, loc_weight 1e-2, held-out count MAE vs predict-the-mean 2.94, F1 at 8 px): vgg16_bn, backbone lr
-# 1e-4 reaches MAE 1.31 / F1 0.79; the published backbone lr 1e-5 only 4.97 / 0.28 (a random trunk must learn,
-# not be fine-tuned); plain vgg16 at 1e-4 only 9.19 / 0.35. Freezing a random backbone (the notes' two-stage
-# fine-tuning) would train heads on noise features, so freeze_backbone_epochs stays 0 until weights exist.
-P2PNET_RECIPE = Recipe(
-    optimizer="adam",
-    lr=1e-4,
-    backbone_lr=1e-4,  # published: 1e-5, for an ImageNet-pretrained trunk
-    batch_size=8,
-    crops_per_image=4,
-    crop_size=128,
-    scale_range=(0.7, 1.3),
-    flip=True,
-    grad_clip=0.1,
-    threshold=0.5,
-)
+# ---- published checkpoints -----------------------------------------------------------------------------------
+
+#: Start of each `backbone.bodyN` slice of the official code inside torchvision's `features` (with BN, without).
+BODY_STARTS = {True: (0, 13, 23, 33), False: (0, 9, 16, 23)}
+PUBLISHED_KEYS = ("backbone.body1.0.weight", "fpn.P4_1.weight", "regression.output.weight",
+                  "classification.output.weight")
+PUBLISHED_PREPROCESSING = (
+    "ImageNet mean/std normalization, as in the zoo. The official test script rescales each image so both sides "
+    "are multiples of 128 (rounded down); the zoo pads to a multiple of 16 instead and keeps the image's scale")
 
 
-@register_model("p2pnet", recipe=P2PNET_RECIPE, family="points",
-                description="P2PNet: VGG-16 point proposals around anchors, Hungarian-matched to heads")
+def from_published(weights: dict[str, Tensor]) -> Converted | None:
+    """The official P2PNet checkpoint (`{'model': state_dict}` of TencentYoutuResearch/CrowdCounting-P2PNet).
+
+    Its forward pass runs `backbone.body1-4`, the FPN's stride-8 level P4_2(P4_1(C4) + up2(P5_1(C5))) and, in each
+    head, conv1, conv2 and output. `fpn.P5_2`, `fpn.P3_*` and the heads' conv3 / conv4 are built and saved but
+    never run, so they are dropped. The 2-class softmax's person probability is sigmoid(z1 - z0), so the zoo's
+    single logit takes the difference of the two classes' weights. Published channels are per anchor
+    interleaved, (x, y) for regression and (background, person) for classification, with anchors row-major in
+    their cell as the zoo's; the zoo holds all x offsets, then all y offsets.
+    """
+    if not has_prefix(weights, "backbone.body", "fpn.", "regression.", "classification."):
+        return None
+    batch_norm = "backbone.body1.1.running_mean" in weights
+    starts = BODY_STARTS[batch_norm]
+    heads = {"conv1": "0", "conv2": "2", "output": "4"}
+    layout = f"official P2PNet ({'vgg16_bn' if batch_norm else 'vgg16'})"
+    state, origin = rename(weights, [
+        (r"backbone\.body([1-4])\.(\d+)\.(.+)",
+         lambda m: f"backbone.features.{starts[int(m[1]) - 1] + int(m[2])}.{m[3]}"),
+        (r"fpn\.P5_1\.(.+)", lambda m: f"lateral5.{m[1]}"),
+        (r"fpn\.P4_1\.(.+)", lambda m: f"lateral4.{m[1]}"),
+        (r"fpn\.P4_2\.(.+)", lambda m: f"smooth.{m[1]}"),
+        (r"fpn\.(P5_2|P3_1|P3_2)\..+", lambda m: None),
+        (r"(regression|classification)\.(conv1|conv2|output)\.(.+)", lambda m: f"{m[1]}.{heads[m[2]]}.{m[3]}"),
+        (r"(regression|classification)\.(conv3|conv4)\..+", lambda m: None),
+    ], layout)
+    num_anchors = state["regression.4.weight"].shape[0] // 2
+    side = math.isqrt(num_anchors)
+    if side * side != num_anchors or state["classification.4.weight"].shape[0] != 2 * num_anchors:
+        raise ZooError(f"{layout}: {num_anchors} anchors per cell in the regression output and "
+                       f"{state['classification.4.weight'].shape[0]} classification channels; expected a square "
+                       "grid and 2 classes per anchor")
+    for part in ("weight", "bias"):
+        offsets = state[f"regression.4.{part}"]  # channel 2a + coordinate -> coordinate * A + a
+        state[f"regression.4.{part}"] = offsets.unflatten(0, (num_anchors, 2)).transpose(0, 1).flatten(0, 1)
+        classes = state[f"classification.4.{part}"].unflatten(0, (num_anchors, 2))
+        state[f"classification.4.{part}"] = classes[:, 1] - classes[:, 0]
+    options = {"backbone": "vgg16_bn" if batch_norm else "vgg16", "anchor_grid": (side, side),
+               "width": state["smooth.weight"].shape[0], "offset_scale": 100.0}
+    return Converted(state, options, layout, PUBLISHED_PREPROCESSING, origin)
+
+
+def implied_options(state: dict[str, Tensor], name: str) -> dict:
+    """Options a zoo state dict fixes by its keys that the registered default lacks: a backbone without BN."""
+    return {} if "backbone.features.1.running_mean" in state else {"backbone": "vgg16"}
+
+
 def p2pnet(pretrained: bool | str | os.PathLike = False, **overrides) -> P2PNet:
     """Overrides: backbone ("vgg16_bn" | "vgg16"), anchor_grid (rows, cols), offset_scale, tau, lambda_neg,
     loc_weight, threshold, width (neck and head channels)."""
-    known = set(inspect.signature(P2PNet).parameters) - {"pretrained"}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ZooError(f"p2pnet: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return P2PNet(pretrained=pretrained, **overrides)
+    return P2PNet(pretrained=pretrained, **checked_options("p2pnet", P2PNet, overrides))
