@@ -166,8 +166,8 @@ def _print_notes(state: dict) -> None:
     from."""
     for line in state.get("notes", []):
         err_console.print(f"[yellow]note[/] {escape(line)}", highlight=False, soft_wrap=True)
-    if "provenance" in state:
-        origin = state["provenance"]
+    origin = state.get("provenance", {})
+    if "source" in origin:  # converted from a published file (a training run records its commit instead)
         err_console.print(f"[yellow]note[/] weights converted from {escape(origin['source'])} "
                           f"({escape(origin['layout'])})", highlight=False, soft_wrap=True)
 
@@ -177,8 +177,11 @@ def cmd_convert(args) -> int:
 
     model, state = model_from_checkpoint(args.source, args.model, trust_pickle=args.trust_pickle)
     _print_notes(state)
+    origin = state.get("provenance", {})
+    if "source" not in origin:  # a zoo checkpoint: its training record is kept beside the file it came from
+        origin = {**origin, "source": Path(args.source).name, "layout": "zoo"}
     checkpoint = {"model": model.state_dict(), "model_name": args.model, "model_kwargs": model.registry_kwargs,
-                  "provenance": state.get("provenance", {"source": Path(args.source).name, "layout": "zoo"})}
+                  "provenance": origin}
     save_checkpoint(Path(args.out), checkpoint)
     console.print(f"{escape(args.source)} -> {escape(args.out)}: {args.model}, "
                   f"{escape(checkpoint['provenance']['layout'])}", highlight=False, soft_wrap=True)
