@@ -160,9 +160,10 @@ def _metric_label(key: str) -> str:
 def cmd_eval(args) -> int:
     import math
 
-    from zoo.predict import evaluate_checkpoint, load_inference
+    from zoo.predict import evaluate_checkpoint, load_inference, synthetic_only_note
 
     run = load_inference(args.weights, args.model, device=args.device, threshold=args.threshold, amp=args.amp)
+    _warn(synthetic_only_note(run.state, [args.data] if args.data else []))
     evaluator = evaluate_checkpoint(run, args.data, args.format, args.split)
     if args.per_image:
         evaluator.write_csv(args.per_image)
@@ -178,6 +179,11 @@ def cmd_eval(args) -> int:
     if args.json:  # NaN (NAE without any person in the split) becomes null: the line stays strict JSON
         print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}))
     return 0
+
+
+def _warn(note: str | None) -> None:
+    if note:
+        err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -197,7 +203,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 
 def cmd_predict(args) -> int:
-    from zoo.predict import load_inference, predict_to_folder
+    from zoo.predict import load_inference, predict_to_folder, synthetic_only_note
     from zoo.registry import list_models
 
     # MODEL may be omitted and argparse fills it first: the first word is the model only when it names one.
@@ -206,6 +212,7 @@ def cmd_predict(args) -> int:
     if not inputs:
         raise ZooError(f"name the images or folders to run {model} on")
     run = load_inference(args.weights, model, device=args.device, threshold=args.threshold, amp=args.amp)
+    _warn(synthetic_only_note(run.state, inputs))
 
     def report(outcome) -> None:
         if outcome.error:
