@@ -174,7 +174,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     config_record = {"train": asdict(cfg), "recipe": asdict(recipe), "world_size": world}
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
-                        disable=not main, transient=True)
+                        disable=not main or not console.is_terminal, transient=True)  # bars only on a terminal
     with progress:
         for epoch in range(start_epoch, recipe.epochs):
             sampler.set_epoch(epoch)
@@ -228,7 +228,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                     save_checkpoint(out / "best.pt", state)
                 save_checkpoint(out / "last.pt", state)
                 atomic_write(out / "metrics.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
-                console.print(epoch_line(row, improved))
+                # One line per epoch even in a log file or CI, where rich would break it at 80 columns.
+                console.print(epoch_line(row, improved), soft_wrap=True)
             if zdist.is_distributed():
                 dist.barrier()
 
@@ -262,7 +263,7 @@ def final_test(splits, out: Path, recipe, cfg: TrainConfig, device, console: Con
     summary = evaluator.summary()
     console.print(f"test ({summary['images']} images, {chosen.name}): MAE {summary['mae']:.2f} | "
                   f"MSE {summary['mse']:.2f} (root of mean squared error) | F1@4 {summary['f1_4']:.3f} | "
-                  f"F1@8 {summary['f1_8']:.3f}")
+                  f"F1@8 {summary['f1_8']:.3f}", soft_wrap=True)
     atomic_write(out / "test_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     result.update({k: summary[k] for k in ("mae", "mse", "nae", "f1_4", "f1_8")})
     return result
