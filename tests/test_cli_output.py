@@ -35,3 +35,23 @@ def test_epoch_lines_stay_one_line_each_without_a_terminal(tmp_path):
     assert not any(line.strip() == "(best)" for line in lines)
     assert [line for line in lines if line.startswith("test (")][0].endswith(tuple("0123456789"))
     assert "━" not in done.stdout + done.stderr  # no progress bar drawn into the log
+
+
+HEAVY = ("torch", "torchvision", "timm")
+
+
+def heavy_imports_of(*argv: str) -> str:
+    """The heavy packages a fresh process has imported after running `zoo ARGV` (help exits via SystemExit)."""
+    code = ("import sys\nfrom zoo.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(set({HEAVY!r}) & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code, *argv], env=ENV, capture_output=True, text=True, timeout=120,
+                          check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_help_and_data_check_do_not_import_torch(tmp_path):
+    data = write_shanghaitech(tmp_path / "data", {"train": 2, "test": 1}, seed=0)
+    assert heavy_imports_of("--help") == "[]"
+    assert heavy_imports_of("predict", "--help") == "[]"
+    assert heavy_imports_of("data", "check", str(data)) == "[]"
+    assert heavy_imports_of("data", "check", str(data), "--json") == "[]"
