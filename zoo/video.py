@@ -62,7 +62,7 @@ def read_frames(path: Path, every: int = 1) -> tuple[float, Iterator[tuple[int, 
 
 
 def predict_video(run: Inference, path: str | Path, out: str | Path, every: int = 1, batch_size: int = 4,
-                  video_out: bool = False, on_frame: Callable[[dict], None] | None = None) -> pd.DataFrame:
+                  video_out: bool = False) -> pd.DataFrame:
     """Count every `every`-th frame of `path`; write the CSV, the plot and (with `video_out`) the overlay video
     into `out`. Returns the CSV's rows."""
     path, out = Path(path), Path(out)
@@ -72,32 +72,28 @@ def predict_video(run: Inference, path: str | Path, out: str | Path, every: int 
 
         def count_into(tmp):
             with mjpeg_writer(tmp, fps / every if fps > 0 else 1.0) as write_frame:
-                tables.append(count_frames(run, path, fps, frames, batch_size, on_frame, write_frame))
+                tables.append(count_frames(run, path, fps, frames, batch_size, write_frame))
 
         atomic_write(out / f"{path.stem}_overlay.avi", count_into)
         table = tables[0]
     else:
-        table = count_frames(run, path, fps, frames, batch_size, on_frame)
+        table = count_frames(run, path, fps, frames, batch_size)
     atomic_write(out / f"{path.stem}_counts.csv", lambda tmp: table.to_csv(tmp, index=False))
     write_plot(out / f"{path.stem}_counts.png", table, path.name)
     return table
 
 
 def count_frames(run: Inference, path: Path, fps: float, frames: Iterator[tuple[int, np.ndarray]], batch_size: int,
-                 on_frame: Callable[[dict], None] | None = None,
                  on_overlay: Callable[[np.ndarray], None] | None = None) -> pd.DataFrame:
     """One row per frame; `on_overlay` gets each frame with its overlay drawn (BGR)."""
     rows, pending = [], []
 
     def flush():
         for index, image, prediction in _run_batch(run, pending):
-            row = {"frame": index, "time_s": index / fps, "count": prediction.count,
-                   "n_points": len(prediction.points)}
-            rows.append(row)
+            rows.append({"frame": index, "time_s": index / fps, "count": prediction.count,
+                         "n_points": len(prediction.points)})
             if on_overlay is not None:
                 on_overlay(cv2.cvtColor(render_overlay(image, prediction), cv2.COLOR_RGB2BGR))
-            if on_frame is not None:
-                on_frame(row)
         pending.clear()
 
     for index, image in frames:  # a video's frames share one size, so they batch in order
