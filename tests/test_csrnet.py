@@ -205,6 +205,17 @@ def test_loss_ignores_padding_and_decode_reads_counts_and_peaks():
     assert second.dense_map.shape == (2, 3) and second.map_stride == 8 and second.map_is_density
 
 
+def test_negative_density_counts_as_zero_so_the_count_and_the_map_agree():
+    model = CSRNet(batch_norm=False, density_scale=2.0)
+    output = torch.tensor([[0.6, -3.0, 1.0], [-0.4, 0.2, -5.0]]).view(1, 1, 2, 3)  # raw sum -6.6, scaled by 2
+    (prediction,) = model.decode({"density": output}, torch.tensor([[16, 24]]), threshold=0.05)
+    assert prediction.count == pytest.approx((0.6 + 1.0 + 0.2) / 2)  # the positive cells only, unscaled
+    assert (prediction.dense_map >= 0).all()
+    assert prediction.dense_map.sum() == pytest.approx(prediction.count)  # GAME regions sum to the count
+    everything_negative = model.decode({"density": -output.abs()}, torch.tensor([[16, 24]]), threshold=0.05)
+    assert everything_negative[0].count == 0 and len(everything_negative[0].points) == 0
+
+
 @pytest.fixture
 def one_thread():
     # On these 32x32 inputs two threads ran 6x slower than one (57 s vs 9 s of CPU for this test).

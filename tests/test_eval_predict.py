@@ -4,6 +4,7 @@ drawing on hand-made predictions."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,26 @@ def test_overlay_blends_the_map_where_it_is_high_and_draws_points_unless_density
     assert (overlay[0, 0] == 0).all()  # the count's box in the top-left corner
     drawn = overlay[38, 10]  # the point's pixel: magenta for a heatmap's points, the bare image for a density
     assert (drawn == (255, 0, 255)).all() if not map_is_density else (drawn == 100).all()
+
+
+def test_a_synthetic_only_model_says_so_once_on_other_data(trained, tmp_path, capsys):
+    state = torch.load(trained["checkpoint"], weights_only=True)
+    state["config"]["train"]["data"] = "synthetic"  # as `zoo train MODEL` records its default
+    synthetic_only = tmp_path / "synthetic_only.pt"
+    torch.save(state, synthetic_only)
+    photo = trained["data"] / "test_data" / "images" / "IMG_1.jpg"
+    inside_default = Path(os.environ["ZOO_DATA"]) / "synthetic" / "test_data" / "images"
+    inside_default.mkdir(parents=True, exist_ok=True)
+    shutil.copy(photo, inside_default / "IMG_1.jpg")
+
+    def warnings(*argv: str) -> list[str]:
+        assert main(list(argv)) == 0
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+
+    note = ["warning: this model was trained only on the synthetic crowds: counts on real photos are not "
+            "meaningful; see README 'Using it on real photos'"]
+    out = str(tmp_path / "out")
+    assert warnings("predict", "--weights", str(synthetic_only), str(photo), "--out", out) == note
+    assert warnings("eval", "--weights", str(synthetic_only), "--data", str(trained["data"])) == note
+    assert warnings("predict", "--weights", str(synthetic_only), str(inside_default), "--out", out) == []
+    assert warnings("predict", "--weights", str(trained["checkpoint"]), str(photo), "--out", out) == []

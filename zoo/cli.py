@@ -191,11 +191,12 @@ def cmd_convert(args) -> int:
 def cmd_eval(args) -> int:
     import math
 
-    from zoo.predict import evaluate_checkpoint, load_inference
+    from zoo.predict import evaluate_checkpoint, load_inference, synthetic_only_note
 
     run = load_inference(args.weights, args.model, device=args.device, threshold=args.threshold, amp=args.amp,
                          trust_pickle=args.trust_pickle)
     _print_notes(run.state)
+    _warn(synthetic_only_note(run.state, [args.data] if args.data else []))
     evaluator = evaluate_checkpoint(run, args.data, args.format, args.split)
     if args.per_image:
         evaluator.write_csv(args.per_image)
@@ -211,6 +212,11 @@ def cmd_eval(args) -> int:
     if args.json:  # NaN (NAE without any person in the split) becomes null: the line stays strict JSON
         print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}))
     return 0
+
+
+def _warn(note: str | None) -> None:
+    if note:
+        err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -230,17 +236,30 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 
 def cmd_predict(args) -> int:
-    from zoo.predict import load_inference, predict_to_folder
+    from zoo.predict import load_inference, predict_to_folder, synthetic_only_note
     from zoo.registry import list_models
+    from zoo.video import is_video, predict_video
 
     # MODEL may be omitted and argparse fills it first: the first word is the model only when it names one.
     inputs = [args.model, *args.inputs] if args.model else list(args.inputs)
     model = inputs.pop(0) if inputs[0] in list_models() and not Path(inputs[0]).exists() else None
     if not inputs:
-        raise ZooError(f"name the images or folders to run {model} on")
+        raise ZooError(f"name the images, folders or videos to run {model} on")
     run = load_inference(args.weights, model, device=args.device, threshold=args.threshold, amp=args.amp,
                          trust_pickle=args.trust_pickle)
     _print_notes(run.state)
+    _warn(synthetic_only_note(run.state, inputs))
+
+    videos = [item for item in inputs if is_video(item)]
+    for video in videos:
+        table = predict_video(run, video, args.out, args.every, args.batch_size, args.video_out)
+        console.print(f"{escape(video)}: {len(table)} frame(s) counted (every {args.every}), count "
+                      f"{table['count'].min():.1f} to {table['count'].max():.1f}, mean {table['count'].mean():.1f}; "
+                      f"written to {escape(str(Path(args.out) / (Path(video).stem + '_counts.csv')))}",
+                      highlight=False, soft_wrap=True)
+    inputs = [item for item in inputs if not is_video(item)]
+    if not inputs:
+        return 0
 
     def report(outcome) -> None:
         if outcome.error:
@@ -347,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="count and locate people in images; write points, overlays, summary")
     p.__class__ = _IntermixedParser
     p.add_argument("model", nargs="?", help="registered model name (default: the one the checkpoint records)")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_FOLDER_OR_VIDEO",
+                   help="image files, folders of images, and/or video files (.mp4, .avi, .mov, .mkv, .webm, ...)")
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
     p.add_argument("--threshold", type=float, help="decision threshold (default: the recorded recipe's)")
@@ -357,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow weights files that hold pickled Python objects (they can run code while loading); "
                         "by default only tensors and plain values are read")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="videos: count every Nth frame (default 1)")
+    p.add_argument("--video-out", action="store_true",
+                   help="videos: also write OUT/<stem>_overlay.avi, the counted frames with their overlays")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("convert", help="turn a published checkpoint (P2PNet, CSRNet-pytorch, lwcc, C-3-Framework) "

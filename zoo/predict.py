@@ -29,6 +29,7 @@ from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
 from zoo.metrics import Evaluator
 from zoo.models.base import CrowdModel
+from zoo.paths import data_dir
 from zoo.registry import AMP_MODES, get_recipe
 from zoo.types import Prediction
 
@@ -77,6 +78,21 @@ def load_inference(weights: str | Path, name: str | None = None, *, device: str 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return Inference(model, state, target, float(threshold), amp, channels_last)
+
+
+SYNTHETIC_ONLY_NOTE = ("this model was trained only on the synthetic crowds: counts on real photos are not "
+                       "meaningful; see README 'Using it on real photos'")
+
+
+def synthetic_only_note(state: dict, inputs: list[str | Path]) -> str | None:
+    """The note to print when a checkpoint that learned from the embedded synthetic default alone (the
+    recorded `--data`, no `--init-from` weights of another run) is run on anything outside that dataset."""
+    recorded = state.get("config", {}).get("train", {})
+    if recorded.get("data") != "synthetic" or recorded.get("init_from"):
+        return None
+    synthetic = (data_dir() / "synthetic").resolve()
+    outside = [p for p in map(Path, inputs) if str(p) != "synthetic" and not p.resolve().is_relative_to(synthetic)]
+    return SYNTHETIC_ONLY_NOTE if outside else None
 
 
 def evaluate_checkpoint(run: Inference, data: str | None = None, fmt: str | None = None,

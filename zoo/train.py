@@ -192,7 +192,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
-                        disable=not main, transient=True)
+                        disable=not main or not console.is_terminal, transient=True)  # bars only on a terminal
     with progress:
         for epoch in range(start_epoch, recipe.epochs):
             sampler.set_epoch(epoch)
@@ -247,7 +247,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                     save_checkpoint(out / "best.pt", inference_state(state))
                 save_checkpoint(out / "last.pt", state)
                 atomic_write(out / "metrics.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
-                console.print(epoch_line(row, improved))
+                # One line per epoch even in a log file or CI, where rich would break it at 80 columns.
+                console.print(epoch_line(row, improved), soft_wrap=True)
             if zdist.is_distributed():
                 dist.barrier()
 
@@ -293,7 +294,7 @@ def final_test(splits, chosen: Path, recipe, cfg: TrainConfig, device, console: 
     summary = evaluator.summary()
     console.print(f"test ({summary['images']} images, {chosen.name}): MAE {summary['mae']:.2f} | "
                   f"MSE {summary['mse']:.2f} (root of mean squared error) | F1@4 {summary['f1_4']:.3f} | "
-                  f"F1@8 {summary['f1_8']:.3f}")
+                  f"F1@8 {summary['f1_8']:.3f}", soft_wrap=True)
     atomic_write(out / "test_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     result.update({k: summary[k] for k in HEADLINE_METRICS})
     return result

@@ -91,8 +91,12 @@ class CSRNet(CrowdModel):
     def decode(self, outputs: dict[str, Tensor], sizes: Tensor, threshold: float) -> list[Prediction]:
         """Count = sum of the density over the cells holding real content; points = those cells that are 3x3
         local maxima with density > `threshold` (heads per cell), placed at the cell centre. Approximate:
-        heads closer than a few cells merge into one maximum."""
-        density = outputs["density"].float() / self.density_scale
+        heads closer than a few cells merge into one maximum.
+
+        The output layer is unbounded, so cells can come out negative (an undertrained model's sum can be a
+        negative count). Negative cells are set to 0 before anything else: no region ever holds fewer than 0
+        people, so the count, the GAME regions summed from the map and the overlay all stay >= 0 and agree."""
+        density = outputs["density"].float().clamp(min=0) / self.density_scale
         predictions = []
         for d, (h, w) in zip(density, sizes.tolist(), strict=True):
             cells = d[:, : -(-h // self.stride), : -(-w // self.stride)]  # (1, ceil(h/8), ceil(w/8))
