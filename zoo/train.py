@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -48,6 +49,7 @@ class TrainConfig:
     resume: bool = False
     init_from: str | None = None  # checkpoint whose weights start a new run (fine-tuning); ignored on resume
     workers: int = 0
+    val_fraction: float | None = None  # share of train that validates when the data has no val split
     recipe: dict = field(default_factory=dict)  # overrides of the registry recipe
     model_kwargs: dict = field(default_factory=dict)  # overrides of the model constructor
 
@@ -131,9 +133,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     net = create_model(cfg.model, **cfg.model_kwargs).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    splits = resolve_splits(cfg.data, cfg.format, cfg.seed)
+    splits = resolve_splits(cfg.data, cfg.format, cfg.seed, cfg.val_fraction)
     if not splits.train:
         raise ZooError(f"{cfg.data}: the training split is empty")
+    if main:
+        for problem in splits.skipped:
+            console.print(f"[yellow]skipped[/] {escape(problem)}", highlight=False, soft_wrap=True)
     train_set = PointDataset(splits.train, f"{splits.name}:train", stride=net.stride, train=True,
                              encoder=net.target_encoder(), crop_size=recipe.crop_size,
                              crops_per_image=recipe.crops_per_image, scale_range=recipe.scale_range,
