@@ -30,10 +30,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from zoo import distributed as zdist
 from zoo.checkpoint import atomic_write, load_checkpoint, load_model_state, model_from_checkpoint, save_checkpoint
 from zoo.data.collate import collate
-from zoo.data.dataset import PointDataset, resolve_splits
+from zoo.data.dataset import PointDataset, is_pose, keypoint_types, resolve_splits
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
 from zoo.registry import create_model, get_recipe
+
+VAL_COLUMNS = ("mae", "mse", "f1_4", "f1_8", "ap", "ap50")  # validation metrics logged per epoch (those present)
+RESULT_KEYS = ("mae", "mse", "nae", "f1_4", "f1_8", "ap", "ap50", "ap75", "ar")
 
 
 @dataclass
@@ -130,12 +133,17 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
         raise ZooError(f"batch size {recipe.batch_size} is not divisible by the {world} ranks")
     out = Path(cfg.out or Path("runs") / cfg.model)
 
-    net = create_model(cfg.model, **cfg.model_kwargs).to(device)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
     splits = resolve_splits(cfg.data, cfg.format, cfg.seed, cfg.val_fraction)
     if not splits.train:
         raise ZooError(f"{cfg.data}: the training split is empty")
+    if is_pose(splits.train):  # the data decides how many keypoint types the model predicts
+        cfg.model_kwargs = {"num_keypoints": keypoint_types(splits.train), **cfg.model_kwargs}
+    try:
+        net = create_model(cfg.model, **cfg.model_kwargs).to(device)
+    except TypeError as exc:  # a family without keypoint mode given pose data, or a wrong --model-arg
+        raise ZooError(f"{cfg.model}: cannot be built with {cfg.model_kwargs} ({exc})") from None
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     if main:
         for problem in splits.skipped:
             console.print(f"[yellow]skipped[/] {escape(problem)}", highlight=False, soft_wrap=True)
@@ -218,13 +226,15 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
             row.update({f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()})
             last_epoch = epoch + 1 == recipe.epochs
             if main and splits.val and ((epoch + 1) % recipe.eval_every == 0 or last_epoch):
-                val = evaluate(net, splits.val, f"{splits.name}:val", threshold=recipe.threshold, device=device,
-                               amp=cfg.amp, channels_last=cfg.channels_last).summary()
-                row.update({f"val_{k}": val[k] for k in ("mae", "mse", "f1_4", "f1_8")})
+                scored = evaluate(net, splits.val, f"{splits.name}:val", threshold=recipe.threshold, device=device,
+                                  amp=cfg.amp, channels_last=cfg.channels_last)
+                row.update({f"val_{k}": v for k, v in scored.summary().items() if k in VAL_COLUMNS})
+                row["val_selection"] = scored.selection_loss()
             history.append(row)
             if main:
-                improved = row.get("val_mae", math.inf) < best_mae
-                best_mae = min(best_mae, row.get("val_mae", math.inf))
+                # best_val_mae holds the selection loss: MAE, or 1 - AP for pose data
+                improved = row.get("val_selection", math.inf) < best_mae
+                best_mae = min(best_mae, row.get("val_selection", math.inf))
                 state = {"model": net.state_dict(), "model_name": cfg.model, "model_kwargs": cfg.model_kwargs,
                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step,
@@ -247,6 +257,8 @@ def epoch_line(row: dict, improved: bool) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4g}", f"{row['train_images_per_s']:.1f} img/s"]
     if "val_mae" in row:
         parts += [f"val MAE {row['val_mae']:.2f}", f"MSE {row['val_mse']:.2f}", f"F1@8 {row['val_f1_8']:.3f}"]
+    if "val_ap" in row:
+        parts += [f"val AP {row['val_ap']:.3f}", f"AP50 {row['val_ap50']:.3f}"]
     return " | ".join(parts) + (" [green](best)[/]" if improved else "")
 
 
@@ -265,9 +277,13 @@ def final_test(splits, out: Path, recipe, cfg: TrainConfig, device, console: Con
                          amp=cfg.amp, channels_last=cfg.channels_last)
     evaluator.write_csv(out / "test_predictions.csv")
     summary = evaluator.summary()
-    console.print(f"test ({summary['images']} images, {chosen.name}): MAE {summary['mae']:.2f} | "
-                  f"MSE {summary['mse']:.2f} (root of mean squared error) | F1@4 {summary['f1_4']:.3f} | "
-                  f"F1@8 {summary['f1_8']:.3f}")
+    if "mae" in summary:
+        console.print(f"test ({summary['images']} images, {chosen.name}): MAE {summary['mae']:.2f} | "
+                      f"MSE {summary['mse']:.2f} (root of mean squared error) | F1@4 {summary['f1_4']:.3f} | "
+                      f"F1@8 {summary['f1_8']:.3f}")
+    else:
+        console.print(f"test ({summary['images']} persons, {chosen.name}): OKS AP {summary['ap']:.3f} | "
+                      f"AP50 {summary['ap50']:.3f} | AP75 {summary['ap75']:.3f} | AR {summary['ar']:.3f}")
     atomic_write(out / "test_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    result.update({k: summary[k] for k in ("mae", "mse", "nae", "f1_4", "f1_8")})
+    result.update({k: v for k, v in summary.items() if k in RESULT_KEYS})
     return result

@@ -106,18 +106,35 @@ def points_key(points: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(points, np.float32).tobytes()).hexdigest()[:16]
 
 
+#: (height, width) of a person crop: the published CPN input
+PERSON_SHAPE = (256, 192)
+
+
+def is_pose(records: list[Record]) -> bool:
+    """Pose data: records are persons to crop (zoo.data.coco), scored by OKS rather than counts."""
+    return bool(records) and records[0].box is not None
+
+
+def keypoint_types(records: list[Record]) -> int:
+    """K, the number of keypoint types of pose records."""
+    return len(records[0].mirror_labels)
+
+
 class PointDataset(Dataset):
     """Images and points, transformed jointly; the model family's encoder adds its targets.
 
     Training items are lists of `crops_per_image` random crops of one image (the collate flattens them);
-    evaluation items are whole images padded to the model's stride.
+    evaluation items are whole images padded to the model's stride. A pose record (one with a person `box`) is
+    instead cropped around its person to `person_shape` (`transforms.person_crop`): in training zoomed by a
+    factor drawn from `scale_range` and mirrored with its keypoint types swapped left <-> right.
     """
 
     def __init__(self, records: list[Record], key: str, *, stride: int, train: bool = False, encoder=None,
                  crop_size: int = 128, crops_per_image: int = 1, scale_range=(1.0, 1.0), flip: bool = False,
-                 jitter: float = 0.0, seed: int = 0):
+                 jitter: float = 0.0, seed: int = 0, person_shape: tuple[int, int] = PERSON_SHAPE):
         self.records, self.key, self.stride, self.train, self.encoder = records, key, stride, train, encoder
         self.crop_size, self.crops_per_image, self.scale_range = crop_size, crops_per_image, scale_range
+        self.person_shape = person_shape
         self.flip, self.jitter, self.seed = flip, jitter, seed
         self.epoch = 0
         if train and crop_size % stride:
@@ -146,6 +163,8 @@ class PointDataset(Dataset):
 
     def __getitem__(self, index: int):
         sample = self.load(index)
+        if self.records[index].box is not None:
+            return self._person(sample, self.records[index], index)
         if not self.train:
             return self._finish(T.pad_to_multiple(sample, self.stride))
         rng = np.random.default_rng((self.seed, self.epoch, index))
@@ -156,6 +175,21 @@ class PointDataset(Dataset):
             c = T.random_crop(scaled, rng, self.crop_size)
             if self.flip and rng.random() < 0.5:
                 c = T.hflip(c)
+            if self.jitter:
+                c = T.color_jitter(c, rng, self.jitter)
+            crops.append(self._finish(c))
+        return crops
+
+    def _person(self, sample: T.Sample, record: Record, index: int):
+        if not self.train:
+            return self._finish(T.person_crop(sample, record.box, *self.person_shape))
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        crops = []
+        for _ in range(self.crops_per_image):
+            c = T.person_crop(sample, record.box, *self.person_shape, zoom=rng.uniform(*self.scale_range))
+            if self.flip and rng.random() < 0.5:
+                c = T.hflip(c)
+                c.meta = {**c.meta, "labels": record.mirror_labels[record.labels]}
             if self.jitter:
                 c = T.color_jitter(c, rng, self.jitter)
             crops.append(self._finish(c))

@@ -16,6 +16,7 @@ Splits, as each dataset names them (`resolve_splits` in zoo.data.dataset turns t
   A single list FILE is not split: it is whatever split the user uses it as.
 - cells: the VGG cells set, `NNNcell.png` + `NNNdots.png`, one pure red (255, 0, 0) pixel per cell centre; the
   zoo's protocol: images 1-80 train, 81-100 val, 101-200 test.
+- coco: COCO keypoints, one record per person (see zoo.data.coco).
 - json: the zoo's own format, one file:
       {"images": [{"file": "a.jpg", "points": [[x, y], ...], "split": "train"}, ...]}
   with `file` relative to the JSON file's folder; `split` ("train", "val" or "test") on every image or on none.
@@ -45,7 +46,7 @@ import scipy.io
 
 from zoo.errors import ZooError
 
-FORMATS = ("shanghaitech", "p2pnet", "cells", "json")
+FORMATS = ("shanghaitech", "p2pnet", "cells", "json", "coco")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
@@ -59,6 +60,10 @@ class Record:
     labels: np.ndarray | None = None  # optional per-point class (keypoint type), aligned with points
     problems: list[str] = field(default_factory=list)
     split: str | None = None  # "train", "val" or "test" when the dataset says so
+    # Pose data (zoo.data.coco): the record is one person, cropped around `box` (x, y, w, h) when loaded.
+    box: np.ndarray | None = None
+    mirror_labels: np.ndarray | None = None  # label -> label of the mirrored keypoint type (left <-> right)
+    annotation: dict | None = None  # the source entry, for metrics that score against it (OKS)
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -319,13 +324,21 @@ def detect_format(path: Path) -> str:
     if not path.exists():
         raise ZooError(f"{path}: no such file or folder")
     if path.is_file():
-        return "json" if path.suffix.lower() == ".json" else "p2pnet"
+        if path.suffix.lower() != ".json":
+            return "p2pnet"
+        from zoo.data.coco import _has_keypoints
+
+        return "coco" if _has_keypoints(path) else "json"
     if any(path.glob("*_data/images")):
         return "shanghaitech"
     if any(path.glob("*cell.png")):
         return "cells"
     if split_lists(path):
         return "p2pnet"
+    from zoo.data.coco import coco_files
+
+    if coco_files(path):
+        return "coco"
     raise ZooError(f"{path}: cannot tell the dataset format (expected {', '.join(FORMATS)}); the folder may be empty")
 
 
@@ -343,5 +356,9 @@ def read_records(path: Path, split: str | None = None, fmt: str = "auto") -> lis
         if not splits:
             raise ZooError(f"{path}: no <split>_data folders")
         return [r for s in splits for r in read_shanghaitech(path, s)]
+    if fmt == "coco":
+        from zoo.data.coco import read_coco
+
+        return read_coco(path)
     reader = {"p2pnet": read_p2pnet, "cells": read_cells, "json": read_json}[fmt]
     return reader(path)
