@@ -241,14 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_synth)
     p = data_sub.add_parser("check", help="read every sample and report counts and problems")
     p.add_argument("path")
-    p.add_argument("--format", default="auto", help="auto, shanghaitech, p2pnet, cells or json")
+    p.add_argument("--format", default="auto", help="auto, shanghaitech, p2pnet, cells, json or coco")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser("train", help="train a model with its registry recipe (torchrun-aware)")
     p.add_argument("model", nargs="?", help="registered model name (see zoo list)")
     p.add_argument("--data", help="synthetic (default), cells, or a dataset path")
-    p.add_argument("--format", help="dataset format: auto (default), shanghaitech, p2pnet, cells, json")
+    p.add_argument("--format", help="dataset format: auto (default), shanghaitech, p2pnet, cells, json, coco")
     p.add_argument("--val-fraction", type=float,
                    help="share of train held out to validate when the data has no val split (default 0.2)")
     p.add_argument("--epochs", type=int)
