@@ -80,11 +80,14 @@ def fit(model, batches: list, optimizer: torch.optim.Optimizer, steps: int, grad
 
 def write_mat(path: Path, points: np.ndarray) -> Path:
     """ShanghaiTech's nesting: image_info is a 1x1 cell holding a 1x1 struct {location: Nx2 double, number}
-    (test_readers.py checks it against a real ground-truth file)."""
+    (test_readers.py checks it against a real ground-truth file). `points` are the zoo's coordinates; the file
+    holds MATLAB's, as ShanghaiTech's do."""
     import scipy.io
 
+    from zoo.data.readers import MATLAB_OFFSET
+
     struct = np.zeros((1, 1), dtype=[("location", object), ("number", object)])
-    struct[0, 0]["location"] = np.asarray(points, np.float64).reshape(-1, 2)
+    struct[0, 0]["location"] = np.asarray(points, np.float64).reshape(-1, 2) + MATLAB_OFFSET
     struct[0, 0]["number"] = np.array([[len(points)]], np.uint8)
     cell = np.empty((1, 1), dtype=object)
     cell[0, 0] = struct

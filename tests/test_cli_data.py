@@ -79,6 +79,7 @@ def test_check_json_on_part_b():
     assert result.returncode == 0, result.stderr
     report = last_json_line(result.stdout)
     assert (report["images"], report["heads"], report["problems"]) == (38, 623, [])
+    assert report["splits"] == {"test": {"images": 8, "heads": 136}, "train": {"images": 30, "heads": 487}}
 
 
 def test_list_json():

@@ -190,19 +190,22 @@ def batch_with_targets(model: CPN, n: int, size=(64, 64), seed: int = 0, valid_s
     return blob_batches(samples, n)[0]
 
 
-def test_keypoint_refine_loss_is_the_mean_of_the_8_hardest_channels():
+def test_keypoint_refine_loss_is_the_mean_of_the_8_hardest_labelled_channels():
     torch.manual_seed(0)
     model = CPN(num_keypoints=17, backbone="resnet18")
+    labelled = torch.ones(2, 17, 1, 1)
+    labelled[1, 12:] = 0  # the second person has 12 labelled keypoint types: round(12 * 8 / 17) = 6 are mined
     batch = Batch(images=torch.zeros(2, 3, 64, 64), points=[torch.zeros(0, 2)] * 2,
                   sizes=torch.tensor([[64, 64], [40, 64]]),
-                  targets={"global": torch.rand(2, 4 * 17, 16, 16), "refine": torch.rand(2, 17, 16, 16)})
+                  targets={"global": torch.rand(2, 4 * 17, 16, 16), "refine": torch.rand(2, 17, 16, 16),
+                           "labelled": labelled})
     outputs = {"global": [torch.rand(2, 17, 16, 16) for _ in range(4)], "refine": torch.rand(2, 17, 16, 16)}
     _, parts = model.loss(outputs, batch)
     reference = 0.0
-    for b, rows in enumerate((16, 10)):  # valid rows of the output grid: y = 4 * row < height
+    for b, (rows, types, kept) in enumerate(((16, 17, 8), (10, 12, 6))):  # rows of the grid inside the image
         error = (outputs["refine"][b, :, :rows] - batch.targets["refine"][b, :, :rows]) ** 2
-        per_channel = sorted((float(error[k].mean()) for k in range(17)), reverse=True)
-        reference += sum(per_channel[:8]) / 8 / 2
+        per_channel = sorted((float(error[k].mean()) for k in range(types)), reverse=True)
+        reference += sum(per_channel[:kept]) / kept / 2
     assert float(parts["refine"]) == pytest.approx(reference, rel=1e-5)
 
 
@@ -283,12 +286,16 @@ def test_decoding_drops_peaks_on_padding(crowd_r18):
     assert prediction.dense_map.shape == (16, 10)
 
 
-def test_keypoint_mode_decodes_every_channel():
-    model = CPN(num_keypoints=17, backbone="resnet18")
-    points = np.array([[9.5, 20.5], [49.5, 29.5]], np.float32)
-    target = model.target_encoder()(points, (64, 64), {"labels": np.array([2, 9]), "point_ids": np.arange(2)})
-    prediction = model.decode({"refine": target["refine"][None]}, torch.tensor([[64, 64]]), threshold=0.3)[0]
-    assert prediction.count == 2 and match_points(prediction.points, points, 4) == 2
+def test_keypoint_mode_decodes_each_channel_argmax_with_a_quarter_shift():
+    model = CPN(num_keypoints=3, backbone="resnet18")
+    # cells (x, y): (5.3, 7.0) -> argmax (5, 7), right neighbour higher, y tie -> (5.25, 7);
+    # (2.0, 9.8) -> (2, 10), upper neighbour higher -> (2, 9.75); channel 1 unlabelled: its max is 0 at cell (0, 0)
+    cells = np.array([[5.3, 7.0], [2.0, 9.8]], np.float32)
+    target = model.target_encoder()(cells * 4 + 0.5, (64, 48), {"labels": np.array([0, 2]), "point_ids": [0, 1]})
+    [prediction] = model.decode({"refine": target["refine"][None]}, torch.tensor([[64, 48]]), threshold=0.3)
+    expected = np.array([[5.25, 7.0], [0.0, 0.0], [2.0, 9.75]]) * 4 + 0.5
+    np.testing.assert_allclose(prediction.points, expected, atol=1e-5)
+    assert prediction.count == 3 and prediction.scores[1] == 0 and prediction.scores[0] > 0.9
 
 
 # ---------------------------------------------------------------- learning

@@ -15,7 +15,7 @@ from conftest import assets_path, write_mat
 
 from zoo.data.check import check_dataset
 from zoo.data.dataset import PointDataset
-from zoo.data.readers import detect_format, read_records
+from zoo.data.readers import detect_format, load_image, read_records
 from zoo.errors import ZooError
 
 HEIGHT, WIDTH = 48, 64
@@ -90,9 +90,6 @@ BREAKAGES = {
     "unreadable .mat": (lambda root, k: write_junk(mat_path(root, k)), "cannot read"),
     ".mat without image_info": (lambda root, k: write_mat_without_image_info(mat_path(root, k)), "image_info"),
     "NaN points": (lambda root, k: write_mat(mat_path(root, k), [[1.0, 2.0], [np.nan, 3.0]]), "NaN"),
-    "grayscale image": (lambda root, k: replace_image(root, k, ".png", channels=1), "grayscale"),
-    "16-bit image": (lambda root, k: replace_image(root, k, ".png", dtype=np.uint16), "16-bit"),
-    "RGBA image": (lambda root, k: replace_image(root, k, ".png", channels=4), "RGBA"),
 }
 
 
@@ -290,7 +287,8 @@ def test_p2pnet_bad_text_files(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("a.jpg a.txt\n")
     [problem] = check_dataset(listing)["problems"]
-    assert problem == f"{tmp_path / 'a.txt'}:2: expected 'x y', got '3'"  # not silently paired with the 1
+    # the list line, then the file and line at fault; '3' is not silently paired with the 1
+    assert problem == f"{listing}:1: {tmp_path / 'a.txt'}:2: expected 'x y', got '3'"
     with pytest.raises(ZooError, match="a.jpg: not a UTF-8 text file"):
         check_dataset(tmp_path / "a.jpg", "p2pnet")  # an image given where the list file belongs
     listing.write_text("a.jpg\n")
@@ -307,3 +305,73 @@ def test_json_bad_points_are_problems_naming_the_entry(tmp_path):
     assert len(problems) == len(entries)
     for i, problem in enumerate(problems):
         assert problem.startswith(f"{path}: images[{i}]") and problem.count(str(path)) == 1
+
+
+# ---- image modes and conventions ------------------------------------------------------------------------------
+
+def _pil_palette(path: Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH, 3), np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE).save(path)
+    return path
+
+
+IMAGE_MODES = {  # how to write the file; a word of the `data check` warning
+    "gray.jpg": (lambda p: write_image(p, channels=1), "grayscale"),
+    "gray.png": (lambda p: write_image(p, channels=1), "grayscale"),
+    "rgba.png": (lambda p: write_image(p, channels=4), "alpha"),
+    "palette.png": (_pil_palette, "palette"),
+    "gray16.png": (lambda p: write_image(p, channels=1, dtype=np.uint16), "16-bit"),
+    "rgb16.png": (lambda p: write_image(p, channels=3, dtype=np.uint16), "16-bit"),
+}
+
+
+@pytest.mark.parametrize("name", list(IMAGE_MODES))
+def test_images_convert_as_opencv_imread_color_does(tmp_path, name):
+    write, word = IMAGE_MODES[name]
+    path = write(tmp_path / name)
+    # The reference: OpenCV's own conversion (what published P2PNet loads with), orientation ignored.
+    expected = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)[..., ::-1]
+    np.testing.assert_array_equal(load_image(path), expected)
+    if "16" in name:  # 16-bit samples are scaled by >> 8 (not clipped, not divided by 257)
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(load_image(path)[..., 0], (raw if raw.ndim == 2 else raw[..., 2]) >> 8)
+    (tmp_path / "a.txt").write_text("3 4\n")
+    (tmp_path / "list.txt").write_text(f"{name} a.txt\n")
+    report = check_dataset(tmp_path / "list.txt")
+    assert report["problems"] == [] and report["heads"] == 1
+    assert all(w.startswith(f"{path}: ") for w in report["warnings"])
+    assert any(word in w for w in report["warnings"])
+
+
+def test_exif_orientation_is_ignored_and_reported(tmp_path):
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    pixels = np.stack([xx * 4, yy * 5, xx + yy], -1).astype(np.uint8)  # smooth: JPEG keeps it to a few levels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=100)
+    assert cv2.imread(str(path)).shape[:2] == (WIDTH, HEIGHT)  # OpenCV's default would apply it
+    image = load_image(path)
+    assert image.shape[:2] == (HEIGHT, WIDTH)  # the stored grid, which annotations refer to
+    assert np.abs(image.astype(int) - pixels).mean() < 3  # the same pixels, not rotated (JPEG noise only)
+    (tmp_path / "a.txt").write_text("3 4\n")
+    (tmp_path / "list.txt").write_text("rotated.jpg a.txt\n")
+    [warning] = check_dataset(tmp_path / "list.txt")["warnings"]
+    assert "EXIF orientation 6 ignored" in warning
+
+
+def test_mat_points_are_matlab_coordinates(tmp_path):
+    """A head clicked on MATLAB pixel (column 5, row 3), stored as (5, 3), is the zoo's (4.5, 2.5): the centre of
+    0-based pixel (4, 2)."""
+    write_shanghaitech(tmp_path, {"train": [1]})
+    struct = np.zeros((1, 1), dtype=[("location", object), ("number", object)])
+    struct[0, 0]["location"] = np.array([[5.0, 3.0]])
+    struct[0, 0]["number"] = np.array([[1]], np.uint8)
+    cell = np.empty((1, 1), dtype=object)
+    cell[0, 0] = struct
+    scipy.io.savemat(str(mat_path(tmp_path, 1)), {"image_info": cell})
+    np.testing.assert_array_equal(read_records(tmp_path)[0].points, [[4.5, 2.5]])

@@ -55,9 +55,11 @@ def cmd_data_check(args) -> int:
 
     report = check_dataset(Path(args.path), args.format)
     table = Table(title=f"zoo data check {escape(args.path)}", show_header=False)
-    for key in ("images", "readable_images", "heads", "min", "mean", "max"):
+    for key in ("images", "readable_images", "heads", "heads_outside_dropped", "min", "mean", "max"):
         value = report[key]
         table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
+    for name, split in report["splits"].items():
+        table.add_row(f"{name} split", f"{split['images']} images, {split['heads']} heads")
     table.add_row("problems", str(len(report["problems"])))
     table.add_row("warnings", str(len(report["warnings"])))
     (err_console if args.json else console).print(table)
@@ -110,7 +112,8 @@ def cmd_train(args) -> int:
     for flag in ("epochs", "batch_size", "lr", "backbone_lr", "crop_size"):
         if getattr(args, flag) is not None:
             recipe[flag] = getattr(args, flag)
-    flags = {k: getattr(args, k) for k in ("data", "format", "out", "device", "amp", "seed", "workers", "init_from")
+    flags = {k: getattr(args, k) for k in ("data", "format", "out", "device", "amp", "seed", "workers", "init_from",
+                                           "val_fraction")
              if getattr(args, k) is not None}
     if args.resume:
         flags["resume"] = True
@@ -292,14 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_synth)
     p = data_sub.add_parser("check", help="read every sample and report counts and problems")
     p.add_argument("path")
-    p.add_argument("--format", default="auto", help="auto, shanghaitech, p2pnet, cells or json")
+    p.add_argument("--format", default="auto", help="auto, shanghaitech, p2pnet, cells, json or coco")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     p.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser("train", help="train a model with its registry recipe (torchrun-aware)")
     p.add_argument("model", nargs="?", help="registered model name (see zoo list)")
     p.add_argument("--data", help="synthetic (default), cells, or a dataset path")
-    p.add_argument("--format", help="dataset format: auto (default), shanghaitech, p2pnet, cells, json")
+    p.add_argument("--format", help="dataset format: auto (default), shanghaitech, p2pnet, cells, json, coco")
+    p.add_argument("--val-fraction", type=float,
+                   help="share of train held out to validate when the data has no val split (default 0.2)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="images per step over all ranks")
     p.add_argument("--lr", type=float)

@@ -8,8 +8,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from zoo.data.collate import collate
-from zoo.data.dataset import PointDataset
+from zoo.data.dataset import PointDataset, is_pose
 from zoo.metrics import Evaluator
+from zoo.pose_metrics import PoseEvaluator
 
 
 def autocast(device: torch.device | str, amp: str):
@@ -24,13 +25,14 @@ def autocast(device: torch.device | str, amp: str):
 @torch.no_grad()
 def evaluate(model, records, key: str, *, threshold: float, device="cpu", amp: str = "off",
              channels_last: bool = False, batch_size: int = 1, workers: int = 0, on_image=None) -> Evaluator:
-    """Score `model` on `records` (whole images, zero-padded to the model's stride).
+    """Score `model` on `records` (whole images, zero-padded to the model's stride) with the counting
+    `Evaluator`, or, for pose data (person records), on person crops with the OKS `PoseEvaluator`.
 
     `on_image(prediction, batch_index_meta)` is called for every image (used by `zoo predict`-like callers).
     """
     dataset = PointDataset(records, key, stride=model.stride)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers)
-    evaluator = Evaluator()
+    evaluator = PoseEvaluator(records) if is_pose(records) else Evaluator()
     was_training = model.training
     model.eval()
     for batch in loader:
@@ -41,7 +43,7 @@ def evaluate(model, records, key: str, *, threshold: float, device="cpu", amp: s
             outputs = model(images)
         predictions = model.decode(outputs, batch.sizes.to(device), threshold)
         for prediction, points, size, meta in zip(predictions, batch.points, batch.sizes, batch.meta, strict=True):
-            evaluator.add(prediction, points.numpy(), tuple(size.tolist()), name=meta["path"])
+            evaluator.add(prediction, points.numpy(), tuple(size.tolist()), name=meta["path"], meta=meta)
             if on_image is not None:
                 on_image(prediction, meta)
     model.train(was_training)

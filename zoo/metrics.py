@@ -143,9 +143,11 @@ class Evaluator:
         return f"{threshold:g}"  # 4 -> "4", 4.5 -> "4.5"
 
     def add(
-        self, prediction: Prediction, gt_points: np.ndarray, size: tuple[int, int], name: str = ""
+        self, prediction: Prediction, gt_points: np.ndarray, size: tuple[int, int], name: str = "",
+        meta: dict | None = None,
     ) -> None:
-        """Score one image of (h, w) `size`. An empty `name` becomes the image's index."""
+        """Score one image of (h, w) `size`. An empty `name` becomes the image's index. (`meta` is for the
+        pose evaluator, which shares this interface.)"""
         gt_points = _as_points(gt_points)
         pred_count = float(prediction.count)
         row = {
@@ -189,6 +191,10 @@ class Evaluator:
             result[f"recall_{key}"] = recall
             result[f"f1_{key}"] = 2 * precision * recall / both if both > 0 else 0.0
         return result
+
+    def selection_loss(self) -> float:
+        """Lower is better: what the trainer picks checkpoints on (MAE)."""
+        return self.summary()["mae"]
 
     def write_csv(self, path: str | os.PathLike) -> None:
         """Write the per-image rows to `path` atomically. (Read names back with

@@ -97,15 +97,16 @@ def synthetic_only_note(state: dict, inputs: list[str | Path]) -> str | None:
 
 def evaluate_checkpoint(run: Inference, data: str | None = None, fmt: str | None = None,
                         split: str = "test") -> Evaluator:
-    """Score `run` on a split. Without `data`, the split comes from the dataset, format and seed the training
-    run recorded, so it is the very split the trainer tested on."""
+    """Score `run` on a split. Without `data`, the split comes from the dataset, format, seed and validation
+    share the training run recorded, so it is the very split the trainer tested on. With `data`, an unsplit list
+    is scored whole as the split the user names; a dataset with named splits must have that split."""
     recorded = run.state.get("config", {}).get("train", {})
-    if data is None:
+    explicit = data is not None
+    if not explicit:
         data, fmt = recorded.get("data", "synthetic"), fmt or recorded.get("format", "auto")
-    splits = resolve_splits(data, fmt or "auto", recorded.get("seed", 0))
-    records = splits.get(split)
-    if not records:
-        raise ZooError(f"{data}: the {split} split is empty")
+    splits = resolve_splits(data, fmt or "auto", recorded.get("seed", 0),
+                            None if explicit else recorded.get("val_fraction"))
+    records = splits.select(split) if explicit else splits.get(split)
     return evaluate(run.model, records, f"{splits.name}:{split}", threshold=run.threshold, device=run.device,
                     amp=run.amp, channels_last=run.channels_last)
 

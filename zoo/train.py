@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -38,12 +39,16 @@ from zoo.checkpoint import (
     save_checkpoint,
 )
 from zoo.data.collate import collate
-from zoo.data.dataset import PointDataset, resolve_splits
+from zoo.data.dataset import PointDataset, is_pose, keypoint_types, resolve_splits
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
 from zoo.metrics import HEADLINE_METRICS
+from zoo.pose_metrics import SUMMARY_KEYS as POSE_KEYS
 from zoo.registry import AMP_MODES, create_model, get_recipe
 from zoo.runs import check_same_run, run_folder
+
+VAL_COLUMNS = ("mae", "mse", "f1_4", "f1_8", "ap", "ap50")  # validation metrics logged per epoch (those present)
+RESULT_KEYS = (*HEADLINE_METRICS, *POSE_KEYS)
 
 
 @dataclass
@@ -60,6 +65,7 @@ class TrainConfig:
     overwrite: bool = False  # replace the run already in `out` (its files are deleted first)
     init_from: str | None = None  # checkpoint whose weights start a new run (fine-tuning); ignored on resume
     workers: int = 0
+    val_fraction: float | None = None  # share of train that validates when the data has no val split
     recipe: dict = field(default_factory=dict)  # overrides of the registry recipe
     model_kwargs: dict = field(default_factory=dict)  # overrides of the model constructor
 
@@ -138,12 +144,17 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     world = zdist.world_size()
     if recipe.batch_size % world:
         raise ZooError(f"batch size {recipe.batch_size} is not divisible by the {world} ranks")
-    net = create_model(cfg.model, **cfg.model_kwargs).to(device)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    splits = resolve_splits(cfg.data, cfg.format, cfg.seed)
+    splits = resolve_splits(cfg.data, cfg.format, cfg.seed, cfg.val_fraction)
     if not splits.train:
         raise ZooError(f"{cfg.data}: the training split is empty")
+    if is_pose(splits.train):  # the data decides how many keypoint types the model predicts
+        cfg.model_kwargs = {"num_keypoints": keypoint_types(splits.train), **cfg.model_kwargs}
+    net = create_model(cfg.model, **cfg.model_kwargs).to(device)  # a family without keypoint mode refuses the option
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if main:
+        for problem in splits.skipped:
+            console.print(f"[yellow]skipped[/] {escape(problem)}", highlight=False, soft_wrap=True)
     train_set = PointDataset(splits.train, f"{splits.name}:train", stride=net.stride, train=True,
                              encoder=net.target_encoder(), crop_size=recipe.crop_size,
                              crops_per_image=recipe.crops_per_image, scale_range=recipe.scale_range,
@@ -231,13 +242,15 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
             row.update({f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()})
             last_epoch = epoch + 1 == recipe.epochs
             if main and splits.val and ((epoch + 1) % recipe.eval_every == 0 or last_epoch):
-                val = evaluate(net, splits.val, f"{splits.name}:val", threshold=recipe.threshold, device=device,
-                               amp=cfg.amp, channels_last=cfg.channels_last).summary()
-                row.update({f"val_{k}": val[k] for k in ("mae", "mse", "f1_4", "f1_8")})
+                scored = evaluate(net, splits.val, f"{splits.name}:val", threshold=recipe.threshold, device=device,
+                                  amp=cfg.amp, channels_last=cfg.channels_last)
+                row.update({f"val_{k}": v for k, v in scored.summary().items() if k in VAL_COLUMNS})
+                row["val_selection"] = scored.selection_loss()
             history.append(row)
             if main:
-                improved = row.get("val_mae", math.inf) < best_mae
-                best_mae = min(best_mae, row.get("val_mae", math.inf))
+                # best_val_mae holds the selection loss: MAE, or 1 - AP for pose data
+                improved = row.get("val_selection", math.inf) < best_mae
+                best_mae = min(best_mae, row.get("val_selection", math.inf))
                 state = {"model": net.state_dict(), "model_name": cfg.model, "model_kwargs": cfg.model_kwargs,
                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step,
@@ -273,6 +286,8 @@ def epoch_line(row: dict, improved: bool) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4g}", f"{row['train_images_per_s']:.1f} img/s"]
     if "val_mae" in row:
         parts += [f"val MAE {row['val_mae']:.2f}", f"MSE {row['val_mse']:.2f}", f"F1@8 {row['val_f1_8']:.3f}"]
+    if "val_ap" in row:
+        parts += [f"val AP {row['val_ap']:.3f}", f"AP50 {row['val_ap50']:.3f}"]
     return " | ".join(parts) + (" [green](best)[/]" if improved else "")
 
 
@@ -292,9 +307,13 @@ def final_test(splits, chosen: Path, recipe, cfg: TrainConfig, device, console: 
                          amp=cfg.amp, channels_last=cfg.channels_last)
     evaluator.write_csv(out / "test_predictions.csv")
     summary = evaluator.summary()
-    console.print(f"test ({summary['images']} images, {chosen.name}): MAE {summary['mae']:.2f} | "
-                  f"MSE {summary['mse']:.2f} (root of mean squared error) | F1@4 {summary['f1_4']:.3f} | "
-                  f"F1@8 {summary['f1_8']:.3f}", soft_wrap=True)
+    if "mae" in summary:
+        console.print(f"test ({summary['images']} images, {chosen.name}): MAE {summary['mae']:.2f} | "
+                      f"MSE {summary['mse']:.2f} (root of mean squared error) | F1@4 {summary['f1_4']:.3f} | "
+                      f"F1@8 {summary['f1_8']:.3f}", soft_wrap=True)
+    else:
+        console.print(f"test ({summary['images']} persons, {chosen.name}): OKS AP {summary['ap']:.3f} | "
+                      f"AP50 {summary['ap50']:.3f} | AP75 {summary['ap75']:.3f} | AR {summary['ar']:.3f}")
     atomic_write(out / "test_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
-    result.update({k: summary[k] for k in HEADLINE_METRICS})
+    result.update({k: v for k, v in summary.items() if k in RESULT_KEYS})
     return result

@@ -1,18 +1,36 @@
 """Readers for every supported annotation layout. All of them yield the one format of the zoo: `Record`s, an
-image file plus an (N, 2) float array of head (or object) centres (x, y) in pixels, N possibly 0.
+image file plus an (N, 2) float array of head (or object) centres (x, y) in pixels, N possibly 0, and the name of
+the split the dataset puts the image in (None when the dataset does not say).
 
 Coordinates are continuous pixels: pixel (row i, column j) covers [j, j+1) x [i, i+1), so a dot drawn on
-pixel (i, j) is the point (j + 0.5, i + 0.5). ShanghaiTech and P2PNet files store such coordinates directly.
+pixel (i, j) is the point (j + 0.5, i + 0.5). P2PNet text files and the zoo's JSON store such coordinates
+directly. ShanghaiTech `.mat` files hold MATLAB coordinates, in which pixel (row i, column j) (1-based) is
+centred on (j, i): the reader subtracts `MATLAB_OFFSET` = 0.5 from both axes (see `_read_mat_points`).
 
-Formats
+Splits, as each dataset names them (`resolve_splits` in zoo.data.dataset turns them into train / val / test):
 - shanghaitech: `<root>/<split>_data/images/IMG_k.jpg` + `<root>/<split>_data/ground-truth/GT_IMG_k.mat`
-  with the points at `image_info[0,0][0,0][0]`.
-- p2pnet: a list file whose lines are `IMAGE ANNOTATION` paths (relative to the list file's folder); each
-  annotation text file holds one `x y` per line.
-- cells: the VGG cells set, `NNNcell.png` + `NNNdots.png`, one pure red (255, 0, 0) pixel per cell centre.
+  with the points at `image_info[0,0][0,0][0]`; the split is the folder's name.
+- p2pnet: list files whose lines are `IMAGE ANNOTATION` paths (relative to the list file's folder); each
+  annotation text file holds one `x y` per line. A FOLDER holding `train.list` and `test.list` (and `val.list`
+  if any) is the published layout: each list is the split its name says (a name ending in `_train` etc. too).
+  A single list FILE is not split: it is whatever split the user uses it as.
+- cells: the VGG cells set, `NNNcell.png` + `NNNdots.png`, one pure red (255, 0, 0) pixel per cell centre; the
+  zoo's protocol: images 1-80 train, 81-100 val, 101-200 test.
+- coco: COCO keypoints, one record per person (see zoo.data.coco).
 - json: the zoo's own format, one file:
-      {"images": [{"file": "a.jpg", "points": [[x, y], ...]}, ...]}
-  with `file` relative to the JSON file's folder.
+      {"images": [{"file": "a.jpg", "points": [[x, y], ...], "split": "train"}, ...]}
+  with `file` relative to the JSON file's folder; `split` ("train", "val" or "test") on every image or on none.
+
+Points outside the image: every reader drops them when the image is loaded, as CSRNet's density maps do (a point
+off the image adds nothing to its map); P2PNet's published loader would count them. `zoo data check` reports how
+many were dropped beside the heads kept.
+
+Images are decoded as OpenCV's `IMREAD_COLOR` does, which is what published P2PNet loads with: grayscale is
+replicated to three channels, alpha is dropped (not composited), palettes are expanded and 16-bit samples are
+scaled to 8 bits by `>> 8` (PIL's `convert("RGB")` would clip a 16-bit grayscale image instead). EXIF orientation
+is IGNORED (`IMREAD_IGNORE_ORIENTATION`): MATLAB's `imread`, in which ShanghaiTech was annotated, and PIL without
+`exif_transpose` ignore it too, so the annotations match the stored pixel grid. `zoo data check` warns about each
+conversion and each EXIF orientation tag.
 """
 
 from __future__ import annotations
@@ -28,7 +46,7 @@ import scipy.io
 
 from zoo.errors import ZooError
 
-FORMATS = ("shanghaitech", "p2pnet", "cells", "json")
+FORMATS = ("shanghaitech", "p2pnet", "cells", "json", "coco")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
@@ -41,10 +59,22 @@ class Record:
     source: Path  # the annotation file the points came from (named in error messages)
     labels: np.ndarray | None = None  # optional per-point class (keypoint type), aligned with points
     problems: list[str] = field(default_factory=list)
+    split: str | None = None  # "train", "val" or "test" when the dataset says so
+    # Pose data (zoo.data.coco): the record is one person, cropped around `box` (x, y, w, h) when loaded.
+    box: np.ndarray | None = None
+    mirror_labels: np.ndarray | None = None  # label -> label of the mirrored keypoint type (left <-> right)
+    annotation: dict | None = None  # the source entry, for metrics that score against it (OKS)
 
 
 def load_image(path: Path) -> np.ndarray:
-    """An 8-bit RGB image as (H, W, 3) uint8, or a ZooError naming the file and what is wrong with it."""
+    """An image as (H, W, 3) uint8 RGB, converted as the module docstring says, or a ZooError naming the file."""
+    return decode_image(path)[0]
+
+
+def decode_image(path: Path) -> tuple[np.ndarray, list[str]]:
+    """`load_image`'s image and what it changed or ignored in the file ([] for a plain 8-bit RGB file).
+
+    Decoded once, unchanged (which ignores EXIF orientation), then converted as `IMREAD_COLOR` would."""
     if not Path(path).is_file():
         raise ZooError(f"{path}: file not found")
     # Checked before decoding: libjpeg would otherwise print its own warning for a truncated file.
@@ -53,13 +83,37 @@ def load_image(path: Path) -> np.ndarray:
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise ZooError(f"{path}: cannot decode image (corrupt or truncated?)")
-    if raw.dtype != np.uint8:
-        raise ZooError(f"{path}: {raw.dtype} image ({8 * raw.itemsize}-bit); convert it to 8-bit RGB")
-    if raw.ndim == 2 or raw.shape[2] == 1:
-        raise ZooError(f"{path}: grayscale image; convert it to 8-bit RGB")
-    if raw.shape[2] == 4:
-        raise ZooError(f"{path}: RGBA image; drop the alpha channel (convert to 8-bit RGB)")
-    return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
+    notes = []
+    if raw.dtype == np.uint16:
+        raw = (raw >> 8).astype(np.uint8)
+        notes.append("16-bit samples scaled to 8 bits (>> 8)")
+    elif raw.dtype != np.uint8:
+        raise ZooError(f"{path}: {raw.dtype} samples; only 8- and 16-bit images are read")
+    channels = 1 if raw.ndim == 2 else raw.shape[2]
+    if channels == 1:
+        raw = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
+        notes.append("grayscale replicated to RGB")
+    elif channels == 4:
+        raw = raw[..., :3]
+        notes.append("alpha channel dropped")
+    return np.ascontiguousarray(raw[..., ::-1]), notes + _header_notes(path)
+
+
+def _header_notes(path: Path) -> list[str]:
+    from PIL import Image  # reads the header only: palette mode and EXIF, which the decoded array no longer shows
+
+    try:
+        with Image.open(path) as image:
+            mode, orientation = image.mode, image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError):
+        return []
+    notes = ["palette expanded to RGB"] if mode in ("P", "PA") else []
+    if orientation != 1:
+        notes.append(f"EXIF orientation {orientation} ignored (annotations follow the stored pixels)")
+    return notes
+
+
+EXIF_ORIENTATION = 0x0112
 
 
 def _truncated_jpeg(path: Path) -> bool:
@@ -96,6 +150,12 @@ def inside(points: np.ndarray, height: int, width: int) -> np.ndarray:
 
 # ---- formats --------------------------------------------------------------------------------------------------
 
+SPLITS = ("train", "val", "test")
+#: MATLAB puts pixel (1, 1)'s centre at (1, 1); the zoo at (0.5, 0.5). Measured on the street set, see README.
+MATLAB_OFFSET = 0.5
+CELLS_PROTOCOL = ((80, "train"), (100, "val"))  # last image number of each split; the rest is test
+
+
 def _natural_key(path: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
@@ -108,7 +168,7 @@ def read_shanghaitech(root: Path, split: str) -> list[Record]:
     records = []
     for image in images:
         mat = folder / "ground-truth" / f"GT_{image.stem}.mat"
-        records.append(_record_or_problem(image, mat, _read_mat_points))
+        records.append(_record_or_problem(image, mat, _read_mat_points, split))
     return records
 
 
@@ -120,7 +180,8 @@ def _read_mat_points(path: Path) -> np.ndarray:
         points = info[0, 0][0, 0][0]
     except Exception as exc:  # not a .mat, or not ShanghaiTech's structure
         raise ZooError(f"{path}: cannot read image_info[0,0][0,0][0] ({type(exc).__name__}: {exc})") from None
-    return check_points(points, path)
+    points = check_points(points, path)
+    return points - np.float32(MATLAB_OFFSET) if len(points) else points
 
 
 def _read_text(path: Path) -> str:
@@ -132,7 +193,30 @@ def _read_text(path: Path) -> str:
         raise ZooError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def read_p2pnet_list(list_file: Path) -> list[Record]:
+def list_split(list_file: Path) -> str | None:
+    """The split a list file's name gives it: `train.list`, `part_a_test.list`, ...; None for other names."""
+    stem = Path(list_file).stem.lower()
+    return next((s for s in SPLITS if stem == s or stem.endswith(("_" + s, "-" + s))), None)
+
+
+def split_lists(folder: Path) -> list[Path]:
+    """The published P2PNet layout: the `*.list` files of a folder whose names give their split."""
+    return sorted((p for p in Path(folder).glob("*.list") if list_split(p)), key=lambda p: SPLITS.index(list_split(p)))
+
+
+def read_p2pnet(path: Path) -> list[Record]:
+    """A folder in the published layout (each list its named split) or one list file (no split)."""
+    path = Path(path)
+    if path.is_dir():
+        lists = split_lists(path)
+        names = [list_split(p) for p in lists]
+        if len(set(names)) != len(names):
+            raise ZooError(f"{path}: two list files name the same split ({', '.join(p.name for p in lists)})")
+        return [r for p in lists for r in read_p2pnet_list(p, list_split(p))]
+    return read_p2pnet_list(path)
+
+
+def read_p2pnet_list(list_file: Path, split: str | None = None) -> list[Record]:
     list_file = Path(list_file)
     base = list_file.parent
     records = []
@@ -142,7 +226,9 @@ def read_p2pnet_list(list_file: Path) -> list[Record]:
         parts = line.split()
         if len(parts) != 2:
             raise ZooError(f"{list_file}:{lineno}: expected 'IMAGE ANNOTATION', got {line.strip()!r}")
-        records.append(_record_or_problem(base / parts[0], base / parts[1], _read_txt_points))
+        record = _record_or_problem(base / parts[0], base / parts[1], _read_txt_points, split)
+        record.problems = [f"{list_file}:{lineno}: {p}" for p in record.problems]
+        records.append(record)
     if not records:
         raise ZooError(f"{list_file}: empty list file")
     return records
@@ -168,8 +254,13 @@ def read_cells(folder: Path) -> list[Record]:
     images = sorted(Path(folder).glob("*cell.png"), key=_natural_key)
     if not images:
         raise ZooError(f"{folder}: no NNNcell.png images found")
-    return [_record_or_problem(img, img.with_name(img.name.replace("cell.png", "dots.png")), _read_dots)
-            for img in images]
+    return [_record_or_problem(img, img.with_name(img.name.replace("cell.png", "dots.png")), _read_dots,
+                               _cells_split(img)) for img in images]
+
+
+def _cells_split(image: Path) -> str:
+    number = int(re.match(r"\d*", image.name).group() or 0)
+    return next((split for last, split in CELLS_PROTOCOL if number <= last), "test")
 
 
 def _read_dots(path: Path) -> np.ndarray:
@@ -194,7 +285,9 @@ def read_json(path: Path) -> list[Record]:
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "points" not in entry:
             raise ZooError(f"{path}: images[{i}] needs 'file' (a path) and 'points'")
-        record = Record(path.parent / entry["file"], np.zeros((0, 2), np.float32), path)
+        if entry.get("split", "train") not in SPLITS:
+            raise ZooError(f"{path}: images[{i}]: split {entry['split']!r} is not one of {', '.join(SPLITS)}")
+        record = Record(path.parent / entry["file"], np.zeros((0, 2), np.float32), path, split=entry.get("split"))
         where = f"{path}: images[{i}]"
         try:
             record.points = check_points(np.array(entry["points"], dtype=np.float64), where)
@@ -202,18 +295,26 @@ def read_json(path: Path) -> list[Record]:
             record.problems.append(f"{where}: 'points' must be a list of [x, y] pairs")
         except ZooError as exc:
             record.problems.append(str(exc))
+        if not record.image.is_file():
+            record.problems.append(f"{where}: image {record.image} not found")
         records.append(record)
     if not records:
         raise ZooError(f"{path}: no images listed")
+    if len({r.split is None for r in records}) > 1:
+        raise ZooError(f"{path}: 'split' is given for some images but not all; give it on every image or on none")
     return records
 
 
-def _record_or_problem(image: Path, annotation: Path, read) -> Record:
-    """A record whose annotation problem is kept (not raised) so `zoo data check` can list every problem."""
+def _record_or_problem(image: Path, annotation: Path, read, split: str | None = None) -> Record:
+    """A record whose problems are kept (not raised) so `zoo data check` can list every one and the other
+    records are still used."""
     try:
-        return Record(image, read(annotation), annotation)
+        record = Record(image, read(annotation), annotation, split=split)
     except ZooError as exc:
-        return Record(image, np.zeros((0, 2), np.float32), annotation, problems=[str(exc)])
+        record = Record(image, np.zeros((0, 2), np.float32), annotation, problems=[str(exc)], split=split)
+    if not Path(image).is_file():
+        record.problems.append(f"{image}: image not found")
+    return record
 
 
 # ---- dispatch -------------------------------------------------------------------------------------------------
@@ -223,11 +324,21 @@ def detect_format(path: Path) -> str:
     if not path.exists():
         raise ZooError(f"{path}: no such file or folder")
     if path.is_file():
-        return "json" if path.suffix.lower() == ".json" else "p2pnet"
+        if path.suffix.lower() != ".json":
+            return "p2pnet"
+        from zoo.data.coco import _has_keypoints
+
+        return "coco" if _has_keypoints(path) else "json"
     if any(path.glob("*_data/images")):
         return "shanghaitech"
     if any(path.glob("*cell.png")):
         return "cells"
+    if split_lists(path):
+        return "p2pnet"
+    from zoo.data.coco import coco_files
+
+    if coco_files(path):
+        return "coco"
     raise ZooError(f"{path}: cannot tell the dataset format (expected {', '.join(FORMATS)}); the folder may be empty")
 
 
@@ -245,5 +356,9 @@ def read_records(path: Path, split: str | None = None, fmt: str = "auto") -> lis
         if not splits:
             raise ZooError(f"{path}: no <split>_data folders")
         return [r for s in splits for r in read_shanghaitech(path, s)]
-    reader = {"p2pnet": read_p2pnet_list, "cells": read_cells, "json": read_json}[fmt]
+    if fmt == "coco":
+        from zoo.data.coco import read_coco
+
+        return read_coco(path)
+    reader = {"p2pnet": read_p2pnet, "cells": read_cells, "json": read_json}[fmt]
     return reader(path)

@@ -26,10 +26,11 @@ import cv2
 import numpy as np
 import scipy.io
 
+from zoo.data.readers import MATLAB_OFFSET
 from zoo.errors import ZooError
 from zoo.paths import data_dir
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: .mat points in MATLAB coordinates (zoo + 0.5), as ShanghaiTech's
 DEFAULT_SPLITS = {"train": 80, "val": 20, "test": 20}
 DEFAULT_SIZE = (256, 384)  # (H, W)
 COUNT_RANGE = (5, 300)  # heads per image, sparse to dense
@@ -144,11 +145,12 @@ def draw_person(canvas: np.ndarray, rng: np.random.Generator, x: float, y: float
 
 
 def write_ground_truth(path: Path, points: np.ndarray) -> None:
-    """Write ShanghaiTech's GT_IMG_k.mat: image_info[0,0][0,0] holds (location (N, 2) float64, number).
+    """Write ShanghaiTech's GT_IMG_k.mat: image_info[0,0][0,0] holds (location (N, 2) float64, number), the
+    location in MATLAB coordinates (the zoo's `points` + `MATLAB_OFFSET`), as the reader expects.
 
     The MAT header normally carries a creation time; a fixed one keeps the files byte-identical across runs.
     """
-    location = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    location = np.asarray(points, dtype=np.float64).reshape(-1, 2) + MATLAB_OFFSET
     info = np.empty((1, 1), dtype=[("location", "O"), ("number", "O")])
     info[0, 0] = (location, np.array([[len(location)]], dtype=np.uint16))
     cell = np.empty((1, 1), dtype=object)
@@ -240,7 +242,8 @@ def _write_description(root: Path, manifest: dict) -> None:
         f"seed {manifest['seed']}, {height}x{width} (HxW) images, splits {manifest['splits']}, "
         f"generator version {manifest['version']}.\n"
         "Layout as ShanghaiTech: <split>_data/images/IMG_k.jpg and <split>_data/ground-truth/GT_IMG_k.mat "
-        "with image_info[0,0][0,0][0] the (N, 2) head centres (x, y) in pixel-area coordinates.\n")
+        "with image_info[0,0][0,0][0] the (N, 2) head centres (x, y) in MATLAB coordinates "
+        "(pixel (1, 1) centred on (1, 1)).\n")
 
 
 def _split_code(split: str) -> int:

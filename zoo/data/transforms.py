@@ -113,3 +113,41 @@ def to_tensor(sample: Sample) -> torch.Tensor:
         tensor[:, vh:, :] = 0
         tensor[:, :, vw:] = 0
     return tensor
+
+
+#: pytorch-cpn's person box extension: 10% of the width on each side, 15% of the height on top and bottom
+BOX_EXTEND = (0.1, 0.15)
+
+
+def person_window(box: np.ndarray, height: int, width: int, zoom: float = 1.0) -> tuple[float, float, float, float]:
+    """(left, top, w, h) of the image region a person crop shows: the box (x, y, w, h) extended by `BOX_EXTEND`,
+    widened on one axis to the crop's aspect ratio (height : width), then scaled by `zoom` about its centre."""
+    x, y, w, h = (float(v) for v in box)
+    crop_w, crop_h = w * (1 + 2 * BOX_EXTEND[0]), h * (1 + 2 * BOX_EXTEND[1])
+    crop_w, crop_h = max(crop_w, crop_h * width / height), max(crop_h, crop_w * height / width)
+    crop_w, crop_h = crop_w * zoom, crop_h * zoom
+    return x + w / 2 - crop_w / 2, y + h / 2 - crop_h / 2, crop_w, crop_h
+
+
+def person_crop(sample: Sample, box: np.ndarray, height: int, width: int, zoom: float = 1.0) -> Sample:
+    """The `person_window` resampled to (height, width) by one affine warp (zero outside the image); points are
+    mapped alike and those leaving the crop dropped. `meta["crop_affine"]` is the 2x3 map from image to crop
+    coordinates (continuous pixels), so predictions can be mapped back."""
+    left, top, crop_w, crop_h = person_window(box, height, width, zoom)
+    sx, sy = width / crop_w, height / crop_h
+    affine = np.array([[sx, 0, -left * sx], [0, sy, -top * sy]], np.float64)
+    # warpAffine works on pixel indices (pixel j centred on j), the zoo on continuous pixels (centred on j + 0.5).
+    warp = affine.copy()
+    warp[:, 2] += 0.5 * np.array([sx, sy]) - 0.5
+    image = cv2.warpAffine(sample.image, warp, (width, height), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    points = sample.points @ affine[:, :2].T.astype(np.float32) + affine[:, 2].astype(np.float32)
+    keep = inside(points, height, width)
+    return replace(sample, image=image, points=points[keep].astype(np.float32), ids=sample.ids[keep],
+                   scale=sample.scale * float(np.sqrt(sx * sy)), meta={**sample.meta, "crop_affine": affine})
+
+
+def uncrop_points(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Crop coordinates back to image coordinates (the inverse of `person_crop`'s `crop_affine`)."""
+    inverse = cv2.invertAffineTransform(np.asarray(affine, np.float64))
+    return np.asarray(points, np.float64) @ inverse[:, :2].T + inverse[:, 2]

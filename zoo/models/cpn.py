@@ -4,10 +4,13 @@ hard keypoint mining (OHKM) on the RefineNet output.
 
 One network, two modes:
 - crowd mode (`num_keypoints=1`): one head heatmap; the zoo's tables compare this mode;
-- keypoint mode (`num_keypoints=K`, e.g. 17 for COCO): one channel per keypoint type. The target encoder reads
-  each point's type from `meta["labels"][meta["point_ids"][i]]` (labels are per row of the original
-  annotation, point ids say which rows survived cropping), and `decode` returns the peaks of all channels
-  together; `find_peaks` also says which channel each peak came from.
+- keypoint mode (`num_keypoints=K`, e.g. 17 for COCO): one channel per keypoint type, on person crops
+  (zoo.data.coco). The target encoder reads each point's type from `meta["labels"][meta["point_ids"][i]]`
+  (labels are per row of the original annotation, point ids say which rows survived cropping) and marks which
+  types the crop has (`labelled`): OHKM keeps the hardest 8/17 of those. `decode` returns exactly K points,
+  row k the argmax of channel k shifted a quarter cell toward its higher neighbour on each axis, its score the
+  channel's maximum. With COCO's 17 types, evaluation averages the heatmaps of the crop and of its mirror image
+  (left and right types swapped back), as pytorch-cpn's test does.
 
 Outputs at stride 4, `h = ceil(H / 4)`, `w = ceil(W / 4)`:
     {"global": [4 x (B, K, h, w)] from C5, C4, C3, C2 (coarsest first: paired with the widest target),
@@ -31,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.data.coco import COCO_KEYPOINTS, mirror_permutation
 from zoo.errors import ZooError
 from zoo.models.base import CrowdModel, checked_options
 from zoo.models.weights import load_matching, load_state_dict_file
@@ -233,7 +237,12 @@ class HeatmapEncoder:
         channels = self._channels(len(cells), meta)
         maps = [render_heatmap(cells, channels, self.num_keypoints, shape, s)
                 for s in (*self.global_sigmas, self.refine_sigma)]
-        return {"global": torch.from_numpy(np.concatenate(maps[:-1])), "refine": torch.from_numpy(maps[-1])}
+        targets = {"global": torch.from_numpy(np.concatenate(maps[:-1])), "refine": torch.from_numpy(maps[-1])}
+        if self.num_keypoints > 1:  # (K, 1, 1): which keypoint types this sample has (OHKM's valid units)
+            labelled = torch.zeros(self.num_keypoints, 1, 1)
+            labelled[torch.from_numpy(channels)] = 1
+            targets["labelled"] = labelled
+        return targets
 
     def _channels(self, n: int, meta: dict) -> np.ndarray:
         if self.num_keypoints == 1:
@@ -288,6 +297,36 @@ def find_peaks(heatmaps: Tensor, sizes: Tensor, threshold: float) -> list[tuple[
     return found
 
 
+def keypoint_argmax(heatmaps: Tensor, sizes: Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image, ((K, 2) input pixels, (K,) scores): each channel's maximum over the real content, moved a
+    quarter cell toward the higher of its two neighbours on each axis (none on the border or on a tie)."""
+    found = []
+    for heat, (height, width) in zip(heatmaps, sizes.tolist(), strict=True):
+        heat = heat[:, : -(-height // OUTPUT_STRIDE), : -(-width // OUTPUT_STRIDE)]
+        k, h, w = heat.shape
+        scores, flat = heat.flatten(1).max(1)
+        row, col = flat // w, flat % w
+        channel = torch.arange(k, device=heat.device)
+        right = heat[channel, row, (col + 1).clamp(max=w - 1)] - heat[channel, row, (col - 1).clamp(min=0)]
+        down = heat[channel, (row + 1).clamp(max=h - 1), col] - heat[channel, (row - 1).clamp(min=0), col]
+        inner_x, inner_y = (col > 0) & (col < w - 1), (row > 0) & (row < h - 1)
+        x = col + 0.25 * torch.sign(right) * inner_x
+        y = row + 0.25 * torch.sign(down) * inner_y
+        points = torch.stack([x, y], 1) * OUTPUT_STRIDE + PIXEL_CENTRE
+        found.append((points.cpu().numpy(), scores.cpu().numpy()))
+    return found
+
+
+def unmirror(heatmaps: Tensor, mirror: Tensor, input_width: int) -> Tensor:
+    """Heatmaps of a mirrored input, back on the original's grid: flipped, channels swapped left <-> right, and
+    resampled. Cell j is centred on input pixel 4 j, so in the mirror image it lands on (W - 1) / 4 - j; once the
+    map is flipped, cell j holds the original's value at j + shift (0.75 cells for W = 192), interpolated back."""
+    flipped = heatmaps.flip(-1)[:, mirror.to(heatmaps.device)]
+    shift = (input_width - 1) / OUTPUT_STRIDE - (heatmaps.shape[-1] - 1)
+    previous = torch.cat([flipped[..., :1], flipped[..., :-1]], -1)  # cell j - 1 (the border repeated)
+    return (1 - shift) * flipped + shift * previous
+
+
 # ----------------------------------------------------------------------------------------------- model
 
 
@@ -295,6 +334,7 @@ class CPN(CrowdModel):
     """CPN with a timm backbone. `sigma` is the RefineNet target width in output cells (default 0.75 for
     crowds, the published 1.4 for keypoints); GlobalNet targets are wider (`level_sigmas`).
 
+    `flip_test` averages the crop's and its mirror image's heatmaps at evaluation (keypoint mode, 17 COCO types).
     `ohkm` toggles hard mining on RefineNet; `ohkm_fraction` is the share of units kept per sample
     (published: 8 of 17 keypoints). Units are keypoint channels when K > 1. With K = 1 they are
     non-overlapping `ohkm_cell` x `ohkm_cell` blocks of output cells (16x16 input pixels by default), so the
@@ -304,9 +344,13 @@ class CPN(CrowdModel):
 
     def __init__(self, num_keypoints: int = 1, backbone: str = "resnet50",
                  pretrained: bool | str | os.PathLike = False, sigma: float | None = None, ohkm: bool = True,
-                 ohkm_fraction: float = 8 / 17, ohkm_cell: int = 4):
+                 ohkm_fraction: float = 8 / 17, ohkm_cell: int = 4, flip_test: bool = True):
         super().__init__()
         self.num_keypoints = num_keypoints
+        self.flip_test = flip_test
+        # Which channel a keypoint type becomes in a mirrored image; known for COCO's 17 types.
+        coco = num_keypoints == len(COCO_KEYPOINTS)
+        self.mirror = torch.from_numpy(mirror_permutation(list(COCO_KEYPOINTS))) if coco else None
         self.refine_sigma = sigma or (CROWD_SIGMA if num_keypoints == 1 else POSE_SIGMAS[-1])
         self.global_sigmas = level_sigmas(self.refine_sigma)
         self.ohkm, self.ohkm_fraction, self.ohkm_cell = ohkm, ohkm_fraction, ohkm_cell
@@ -319,6 +363,13 @@ class CPN(CrowdModel):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, images: Tensor) -> dict[str, Tensor | list[Tensor]]:
+        outputs = self.heatmaps(images)
+        if not self.training and self.flip_test and self.mirror is not None:
+            mirrored = self.heatmaps(images.flip(-1))["refine"]
+            outputs["refine"] = (outputs["refine"] + unmirror(mirrored, self.mirror, images.shape[-1])) / 2
+        return outputs
+
+    def heatmaps(self, images: Tensor) -> dict[str, Tensor | list[Tensor]]:
         features = self.backbone(images)[::-1]
         size = tuple(features[-1].shape[-2:])  # C2 is the stride-4 grid: ceil(H / 4) x ceil(W / 4)
         pyramid, global_maps = self.global_net(features, size)
@@ -333,16 +384,17 @@ class CPN(CrowdModel):
         global_loss = GLOBAL_WEIGHT * sum(
             masked_mse(pred.float(), global_targets[:, i], mask) for i, pred in enumerate(outputs["global"])
         )
-        refine_loss = self._refine_loss(outputs["refine"].float(), batch.targets["refine"].float(), mask)
+        refine_loss = self._refine_loss(outputs["refine"].float(), batch.targets["refine"].float(), mask,
+                                        batch.targets.get("labelled"))
         return global_loss + refine_loss, {"global": global_loss.detach(), "refine": refine_loss.detach()}
 
-    def _refine_loss(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    def _refine_loss(self, pred: Tensor, target: Tensor, mask: Tensor, labelled: Tensor | None) -> Tensor:
         if not self.ohkm:
             return masked_mse(pred, target, mask)
         error = (pred - target) ** 2 * mask
-        if self.num_keypoints > 1:  # units are keypoint channels
+        if self.num_keypoints > 1:  # units are the keypoint channels the sample has a label for
             losses = error.sum((2, 3)) / mask.sum((2, 3)).clamp(min=1)
-            valid = (mask.sum((2, 3)) > 0).expand_as(losses)
+            valid = labelled.flatten(1) > 0
         else:  # units are blocks of cells; partial blocks (borders, padding) average their valid cells only
             error_sum = F.avg_pool2d(error, self.ohkm_cell, ceil_mode=True).flatten(1)
             cell_count = F.avg_pool2d(mask, self.ohkm_cell, ceil_mode=True).flatten(1)
@@ -351,6 +403,10 @@ class CPN(CrowdModel):
 
     def decode(self, outputs: dict, sizes: Tensor, threshold: float) -> list[Prediction]:
         heat = outputs["refine"].detach().float()
+        if self.num_keypoints > 1:
+            return [Prediction(count=float(self.num_keypoints), points=points, scores=scores,
+                               dense_map=dense.amax(0).cpu().numpy(), map_stride=OUTPUT_STRIDE)
+                    for (points, scores), dense in zip(keypoint_argmax(heat, sizes), heat, strict=True)]
         overlay = heat.amax(1)  # crowd mode: the one channel; keypoint mode: all types in one view
         predictions = []
         for (points, scores, _), size, dense in zip(find_peaks(heat, sizes, threshold), sizes, overlay, strict=True):
