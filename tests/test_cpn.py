@@ -309,12 +309,16 @@ def test_learns_blob_counts_better_than_the_mean():
     test = blob_batches(blob_samples(32, seed=2, encoder=encoder), 8)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = fit(model, train, optimizer, 40)
-    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
+    assert min(losses) > 0 and np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
     model.eval()
     train_mean = np.mean([len(p) for b in train for p in b.points])
-    errors, baseline = [], []
+    errors, baseline, hits, claimed, present = [], [], 0, 0, 0
     for batch in test:
         for prediction, truth in zip(model.predict(batch.images, batch.sizes, 0.3), batch.points, strict=True):
             errors.append(abs(prediction.count - len(truth)))
             baseline.append(abs(train_mean - len(truth)))
+            hits += match_points(prediction.points, truth.numpy(), 8)
+            claimed, present = claimed + len(prediction.points), present + len(truth)
     assert np.mean(errors) < 0.6 * np.mean(baseline)
+    # Peaks on the blobs: measured 0.92; as many points at random stride-4 cells score 0.27 on average.
+    assert 2 * hits / (claimed + present) > 0.8
