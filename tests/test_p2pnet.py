@@ -303,10 +303,11 @@ def train_on_blobs(steps: int, lr: float, backbone_lr: float, **overrides) -> tu
 
 def test_short_training_lowers_the_loss_and_learns_to_count_and_find_blobs():
     # The real network (VGG-16-BN trunk) with slim 64-channel neck and heads, and a learning rate raised
-    # to 3e-4 so that 80 steps suffice.
+    # to 3e-4. The classifier switches on between steps 40 and 60 here (seeds 1-6; MAE 1.0-1.8 at step 80), but a
+    # CI machine's kernels once left MAE at 3.1 after 80 steps: 100 steps leave room for a later switch.
     # Margins that a broken loss cannot meet (checked: a sign-flipped classification loss, or a localization
     # loss without its y term, fails them).
-    _, losses, before, after = train_on_blobs(80, lr=3e-4, backbone_lr=3e-4, width=64)
+    _, losses, before, after = train_on_blobs(100, lr=3e-4, backbone_lr=3e-4, width=64)
     assert min(losses) > 0
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
     assert after["mae"] < 0.7 * after["baseline"], after

@@ -43,9 +43,10 @@ def names(records) -> list[str]:
 
 
 def assert_partition(splits, every_image: list[str]) -> None:
-    train, val, test = (set(names(splits.get(s))) for s in ("train", "val", "test"))
+    # the attributes, not `get`: a split the dataset lacks is empty here (and `get` refuses it)
+    train, val, test = (set(names(getattr(splits, s))) for s in ("train", "val", "test"))
     for split in ("train", "val", "test"):
-        listed = names(splits.get(split))
+        listed = names(getattr(splits, split))
         assert len(listed) == len(set(listed)), f"{split} lists an image twice"
     assert not train & val, "train and val share images"
     assert not train & test, "train and test share images"

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from zoo.data.coco import COCO_KEYPOINTS, mirror_permutation
 from zoo.errors import ZooError
 from zoo.models.base import CrowdModel, checked_options
+from zoo.models.peaks import local_maxima
 from zoo.models.weights import load_matching, load_state_dict_file
 from zoo.types import Batch, Prediction
 
@@ -279,10 +280,10 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 def find_peaks(heatmaps: Tensor, sizes: Tensor, threshold: float) -> list[tuple[np.ndarray, ...]]:
     """Per image, (points (M, 2) input pixels, scores (M,), channels (M,)) of the local maxima of (B, K, h, w)
-    heatmaps above `threshold`: 3x3 max-pool suppression, then a quarter cell toward the higher neighbour on
-    each axis (no shift on the border). Peaks on padding (outside `sizes`) are dropped."""
+    heatmaps above `threshold`: 3x3 maxima (one per flat top, `local_maxima`), then a quarter cell toward the
+    higher neighbour on each axis (no shift on the border). Peaks on padding (outside `sizes`) are dropped."""
     heat = heatmaps.detach().float()
-    peaks = (heat == F.max_pool2d(heat, 3, stride=1, padding=1)) & (heat > threshold)
+    peaks = local_maxima(heat) & (heat > threshold)
     shift_x = F.pad(torch.sign(heat[..., :, 2:] - heat[..., :, :-2]), (1, 1))
     shift_y = F.pad(torch.sign(heat[..., 2:, :] - heat[..., :-2, :]), (0, 0, 1, 1))
     found = []

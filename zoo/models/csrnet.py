@@ -7,12 +7,12 @@ since a density map does not say where each head is when heads overlap.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.density import DensityEncoder, DensityParams
 from zoo.errors import ZooError
 from zoo.models.base import CrowdModel, checked_options
+from zoo.models.peaks import local_maxima
 from zoo.models.published import Converted, has_prefix, rename
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
 from zoo.types import Batch, Prediction
@@ -90,8 +90,8 @@ class CSRNet(CrowdModel):
 
     def decode(self, outputs: dict[str, Tensor], sizes: Tensor, threshold: float) -> list[Prediction]:
         """Count = sum of the density over the cells holding real content; points = those cells that are 3x3
-        local maxima with density > `threshold` (heads per cell), placed at the cell centre. Approximate:
-        heads closer than a few cells merge into one maximum.
+        local maxima (one per flat top) with density > `threshold` (heads per cell), placed at the cell centre.
+        Approximate: heads closer than a few cells merge into one maximum.
 
         The output layer is unbounded, so cells can come out negative (an undertrained model's sum can be a
         negative count). Negative cells are set to 0 before anything else: no region ever holds fewer than 0
@@ -100,7 +100,7 @@ class CSRNet(CrowdModel):
         predictions = []
         for d, (h, w) in zip(density, sizes.tolist(), strict=True):
             cells = d[:, : -(-h // self.stride), : -(-w // self.stride)]  # (1, ceil(h/8), ceil(w/8))
-            peaks = (cells == F.max_pool2d(cells, 3, stride=1, padding=1)) & (cells > threshold)
+            peaks = local_maxima(cells) & (cells > threshold)
             ys, xs = torch.nonzero(peaks[0], as_tuple=True)
             points = (torch.stack([xs, ys], 1).float() + 0.5) * self.stride
             predictions.append(Prediction(
