@@ -78,7 +78,9 @@ def naive_resize(x: torch.Tensor, size, ratio: float) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize(("in_size", "out_size", "ratio"), [((4, 3), (25, 19), 1 / 8), ((7, 5), (13, 10), 0.5)])
+@pytest.mark.parametrize(("in_size", "out_size", "ratio"), [
+    ((4, 3), (25, 19), 1 / 8), ((7, 5), (13, 10), 0.5), ((3, 3), (9, 20), 1 / 4),  # the last far past the edge
+    ((6, 5), (6, 5), 1.0), ((6, 5), (7, 4), 1.0)])
 def test_aligned_resize_matches_a_naive_loop(in_size, out_size, ratio):
     x = torch.randn(2, 3, *in_size)
     torch.testing.assert_close(resize_aligned(x, out_size, ratio), naive_resize(x, out_size, ratio))

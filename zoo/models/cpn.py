@@ -79,27 +79,31 @@ def level_sigmas(refine_sigma: float) -> tuple[float, ...]:
 # ----------------------------------------------------------------------------------------------- geometry
 
 
-def _interpolation_matrix(n_out: int, n_in: int, ratio: float, like: Tensor) -> Tensor:
-    """(n_out, n_in) linear-interpolation weights: output cell j reads input coordinate j * ratio (clamped)."""
-    pos = (torch.arange(n_out, device=like.device, dtype=torch.float32) * ratio).clamp(max=n_in - 1)
-    low = pos.floor().long()
-    high = (low + 1).clamp(max=n_in - 1)
-    frac = (pos - low)[:, None]
-    weights = torch.zeros(n_out, n_in, device=like.device)
-    weights.scatter_add_(1, low[:, None], 1 - frac)
-    weights.scatter_add_(1, high[:, None], frac)
-    return weights.to(like.dtype)
-
-
 def resize_aligned(x: Tensor, size: tuple[int, int], ratio: float) -> Tensor:
-    """Bilinear resize of (B, C, h, w) to `size`, where output cell j samples input coordinate j * ratio.
+    """Bilinear resize of (B, C, h, w) to `size`, where output cell j samples input coordinate j * ratio,
+    clamped to the last cell.
 
-    `ratio` is output stride / input stride. Unlike `interpolate(size=...)`, which stretches the grid to fit
-    the corners, this keeps cells on their input pixels when a side is not an exact multiple (100x76 inputs).
+    `ratio` is output stride / input stride: 1 or the inverse of a whole upsampling factor (the pyramid's levels
+    are powers of two apart). Unlike `interpolate(size=...)`, which stretches the grid to fit the corners, this
+    keeps cells on their input pixels when a side is not an exact multiple (100x76 inputs). The last row and
+    column are repeated so that samples past them read them (the clamp); `align_corners` interpolation to
+    (n - 1) * factor + 1 cells then puts cell j exactly at j / factor. Equal strides only crop or repeat edges.
     """
-    rows = _interpolation_matrix(size[0], x.shape[-2], ratio, x)
-    cols = _interpolation_matrix(size[1], x.shape[-1], ratio, x)
-    return rows @ x @ cols.T
+    factor = round(1 / ratio)
+    if factor < 1 or abs(factor * ratio - 1) > 1e-6:
+        raise ValueError(f"resize_aligned: ratio {ratio} is not 1 / a whole number")
+    h, w = x.shape[-2:]
+    # cells the samples need: coordinates up to (size - 1) / factor, so ceil((size - 1) / factor) + 1
+    extra_h = max(0, -(-(size[0] - 1) // factor) + 1 - h)
+    extra_w = max(0, -(-(size[1] - 1) // factor) + 1 - w)
+    if factor > 1:
+        extra_h, extra_w = max(extra_h, 1), max(extra_w, 1)
+    if extra_h or extra_w:
+        x = F.pad(x, (0, extra_w, 0, extra_h), mode="replicate")
+    if factor > 1:
+        grown = ((x.shape[-2] - 1) * factor + 1, (x.shape[-1] - 1) * factor + 1)
+        x = F.interpolate(x, size=grown, mode="bilinear", align_corners=True)
+    return x[..., : size[0], : size[1]]
 
 
 # ----------------------------------------------------------------------------------------------- network
