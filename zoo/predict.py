@@ -29,6 +29,7 @@ from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
 from zoo.metrics import Evaluator
 from zoo.models.base import CrowdModel
+from zoo.models.fold import prepare_for_inference
 from zoo.paths import data_dir
 from zoo.registry import AMP_MODES, get_recipe
 from zoo.types import Prediction
@@ -58,12 +59,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_inference(weights: str | Path, name: str | None = None, *, device: str = "cpu",
-                   threshold: float | None = None, amp: str | None = None, trust_pickle: bool = False) -> Inference:
-    """The model a weights file holds (a zoo checkpoint, or a published one converted) on `device`, with the
+                   threshold: float | None = None, amp: str | None = None, trust_pickle: bool = False,
+                   fold_bn: bool = True) -> Inference:
+    """The model a weights file holds (a zoo checkpoint, or a published one converted) on `device`, prepared for
+    inference (batch norm folded, unless `fold_bn` is False: for a model that is trained further), with the
     settings every user of a checkpoint runs it with. Unset options default to what the training run recorded:
     the recipe's threshold (else the registry recipe's), its mixed precision and its memory format."""
     target = resolve_device(device)
     model, state = model_from_checkpoint(Path(weights), name, device=str(target), trust_pickle=trust_pickle)
+    if fold_bn:
+        model = prepare_for_inference(model)
     config = state.get("config", {})
     recorded = config.get("train", {})
     if threshold is None:

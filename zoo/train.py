@@ -34,7 +34,6 @@ from zoo.checkpoint import (
     inference_state,
     load_checkpoint,
     load_model_state,
-    model_from_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -44,6 +43,7 @@ from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
 from zoo.metrics import HEADLINE_METRICS
 from zoo.pose_metrics import SUMMARY_KEYS as POSE_KEYS
+from zoo.predict import load_inference
 from zoo.registry import AMP_MODES, create_model, get_recipe
 from zoo.runs import check_same_run, run_folder
 
@@ -295,16 +295,14 @@ def final_test(splits, chosen: Path, recipe, cfg: TrainConfig, device, console: 
     """Test `chosen`, the checkpoint chosen on validation (the last one when there is no validation split), and
     write the results beside it."""
     out = chosen.parent
-    # Rebuilt from the file, as `zoo eval` does, so both report the same numbers for the same checkpoint.
-    net, _ = model_from_checkpoint(chosen, device=device)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
     result = {"checkpoint": str(chosen)}
     if not splits.test:
         console.print("no test split: skipping the final test")
         return result
-    evaluator = evaluate(net, splits.test, f"{splits.name}:test", threshold=recipe.threshold, device=device,
-                         amp=cfg.amp, channels_last=cfg.channels_last)
+    # Loaded as `zoo eval` loads it (load_inference), so both report the same numbers for the same checkpoint.
+    run = load_inference(chosen, device=str(device), threshold=recipe.threshold, amp=cfg.amp)
+    evaluator = evaluate(run.model, splits.test, f"{splits.name}:test", threshold=run.threshold, device=device,
+                         amp=run.amp, channels_last=run.channels_last)
     evaluator.write_csv(out / "test_predictions.csv")
     summary = evaluator.summary()
     if "mae" in summary:

@@ -7,6 +7,7 @@ resolution (the same image repeated over the batch), so counts also agree across
 
 from __future__ import annotations
 
+import copy
 import gc
 import resource
 import statistics
@@ -24,6 +25,7 @@ from zoo.data.synthetic import synthesize_image
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
 from zoo.metrics import HEADLINE_METRICS
+from zoo.models.fold import prepare_for_inference
 from zoo.predict import load_inference
 from zoo.registry import create_model, get_entry, get_recipe
 
@@ -121,17 +123,19 @@ def train_batch(model, crop: int, batch_size: int):
 
 
 def build(unit: Unit) -> tuple[torch.nn.Module, float]:
-    """The unit's model and its decision threshold: with weights, both as `zoo eval` loads them (the threshold the
-    checkpoint records), else seeded random weights and the registry recipe's threshold."""
+    """The unit's model as trained (batch norm unfolded) and its decision threshold: with weights, both as `zoo
+    eval` loads them (the threshold the checkpoint records), else seeded random weights and the registry recipe's
+    threshold."""
     torch.manual_seed(SEED)
     if unit.weights:
-        run = load_inference(unit.weights, unit.model, amp=AMP[unit.dtype])
+        run = load_inference(unit.weights, unit.model, amp=AMP[unit.dtype], fold_bn=False)
         return run.model, run.threshold
     return create_model(unit.model), get_recipe(unit.model).threshold
 
 
 def measure_unit(unit: Unit) -> dict:
-    """All figures of one unit; keys are CSV columns. Running out of memory is recorded, not raised."""
+    """All figures of one unit; keys are CSV columns. Running out of memory is recorded, not raised. Inference runs
+    the model prepared as zoo eval and predict run it (batch norm folded), the training step the model as built."""
     device = torch.device(unit.device)
     model, threshold = build(unit)
     model = model.to(device).eval()
@@ -141,21 +145,23 @@ def measure_unit(unit: Unit) -> dict:
                        f"{model.stride}")
     if unit.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    runner = torch.compile(model) if unit.compile else model
+    inference = prepare_for_inference(copy.deepcopy(model))
+    runner = torch.compile(inference) if unit.compile else inference
     row = {"family": get_entry(unit.model).family, "status": "ok",
            "params_total": sum(p.numel() for p in model.parameters()),
            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    figures, oom = attempt(lambda: time_inference(model, runner, unit, device, threshold), device)
+    figures, oom = attempt(lambda: time_inference(inference, runner, unit, device, threshold), device)
     row.update(figures)
     if oom:
         row.update(status="oom", note=f"inference at batch {unit.batch_size}: {oom}")
     row.update(peak_memory(device, unit.isolated))
     if unit.weights and unit.data:
-        row.update(accuracy(model, unit, device, threshold))
+        row.update(accuracy(inference, unit, device, threshold))
     if unit.train_step:
-        figures, oom = attempt(lambda: train_throughput(model, runner, unit, device), device)
+        trainer = torch.compile(model) if unit.compile else model
+        figures, oom = attempt(lambda: train_throughput(model, trainer, unit, device), device)
         row.update(figures)
         if oom:
             row.update(status="train_oom" if row["status"] == "ok" else row["status"], note=f"training step: {oom}")
