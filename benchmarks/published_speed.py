@@ -1,0 +1,166 @@
+"""The published P2PNet and CSRNet code timed by `zoo bench` beside the zoo's models, same weights, same input.
+
+Each published network is imported from a checkout outside this repository (nothing of it is copied here):
+$P2PNET_PUBLISHED names one of TencentYoutuResearch/CrowdCounting-P2PNet, $CSRNET_PUBLISHED one of
+leeyeehoo/CSRNet-pytorch. This module registers them as the zoo models `p2pnet_published` and `csrnet_published`:
+their forward passes are the published ones (P2PNet: backbone, the whole FPN decoder, both heads, anchors computed
+per call; its 2-class softmax becomes the zoo's single logit z1 - z0 only so that the zoo's decoding counts its
+proposals). Their weights are seeded random ones (ImageNet weights cannot be downloaded here); the same state
+dict, converted by `zoo convert`'s code, is loaded into the zoo's model, so both count the same heads and their
+speed is compared at equal work.
+
+    git clone https://github.com/TencentYoutuResearch/CrowdCounting-P2PNet /somewhere/p2pnet   # outside the repo
+    git clone https://github.com/leeyeehoo/CSRNet-pytorch /somewhere/csrnet
+    P2PNET_PUBLISHED=/somewhere/p2pnet CSRNET_PUBLISHED=/somewhere/csrnet python -m benchmarks.published_speed
+
+It runs `zoo bench` on each published model and its zoo counterpart (p2pnet, csrnet) at 768x1024, batch 1, in
+fp32 and in bf16 autocast + channels_last, and appends the rows to results/bench.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from zoo.errors import ZooError
+from zoo.models.base import CrowdModel
+from zoo.models.catalog import CSRNET, P2PNET
+from zoo.models.csrnet import CSRNet
+from zoo.models.p2pnet import P2PNet
+from zoo.registry import list_models, register_model
+
+
+@contextmanager
+def published_checkout(variable: str, marker: str):
+    """sys.path with the checkout named by $`variable` (which must hold `marker`) in front, for its imports."""
+    root = os.environ.get(variable)
+    if not root or not (Path(root) / marker).is_file():
+        raise ZooError(f"{variable}={root!r}: set it to the published checkout (it must hold {marker})")
+    sys.path.insert(0, root)
+    try:
+        yield
+    finally:
+        sys.path.remove(root)
+
+
+class PublishedP2PNet(CrowdModel):
+    """The published P2PNet forward pass; outputs in the zoo's P2PNet format, decoded by the zoo's decoding."""
+
+    stride = 16
+
+    def __init__(self):
+        super().__init__()
+        with published_checkout("P2PNET_PUBLISHED", "models/p2pnet.py"):
+            import torchvision
+
+            # Its util/misc.py compares float(torchvision.__version__[:3]) with 0.7, which reads "0.29" as 0.2 and
+            # then imports a helper torchvision no longer has; the version string is raised for the import only.
+            version, torchvision.__version__ = torchvision.__version__, "9.9"
+            try:
+                import models.backbone as backbone
+                import models.p2pnet as p2pnet
+            finally:
+                torchvision.__version__ = version
+        vgg = backbone.models.vgg16_bn(pretrained=False)  # its own builder would ask for ImageNet weights
+        self.net = p2pnet.P2PNet(backbone.BackboneBase_VGG(vgg, 256, "vgg16_bn", True), row=2, line=2)
+        self.threshold = P2PNET.threshold
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        out = self.net(images)
+        logits = out["pred_logits"].float()
+        anchors = self.net.anchor_points(images).to(images.device)
+        return {"points": out["pred_points"].float(), "logits": logits[..., 1] - logits[..., 0],
+                "anchors": anchors.expand(len(images), -1, -1)}
+
+    valid_proposals = staticmethod(P2PNet.valid_proposals)
+    decode = P2PNet.decode
+
+
+class PublishedCSRNet(CrowdModel):
+    """The published CSRNet forward pass (VGG-16 frontend, dilated backend, 1x1 output), decoded by the zoo."""
+
+    stride = 8
+    density_scale = 1.0  # its targets are heads per cell, as the zoo's
+
+    def __init__(self):
+        super().__init__()
+        with published_checkout("CSRNET_PUBLISHED", "model.py"):
+            import model as csrnet
+
+        # load_weights=True skips its ImageNet copy (Python 2 code); its own initialization is then applied.
+        self.net = csrnet.CSRNet(load_weights=True)
+        self.net._initialize_weights()
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return {"density": self.net(images)}
+
+    decode = CSRNet.decode
+
+
+def p2pnet_published(pretrained: bool = False) -> PublishedP2PNet:
+    return PublishedP2PNet()
+
+
+def csrnet_published(pretrained: bool = False) -> PublishedCSRNet:
+    return PublishedCSRNet()
+
+
+#: published model -> (its zoo counterpart, recipe, family, the published checkpoint's layout of its weights)
+PAIRS = {
+    "p2pnet_published": ("p2pnet", P2PNET, "points", lambda net: {"model": net.state_dict()}),
+    "csrnet_published": ("csrnet", CSRNET, "density", lambda net: {"state_dict": net.state_dict(), "epoch": 0}),
+}
+
+
+def register() -> None:
+    for name, (_, recipe, family, _) in PAIRS.items():
+        if name not in list_models():
+            # by module path, not __name__ (which is __main__ under -m): the bench's worker processes import it
+            register_model(name, builder=f"benchmarks.published_speed:{name}", recipe=recipe, family=family,
+                           description="the published code (a checkout outside the repo), for timing")
+
+
+def shared_weights(name: str, folder: Path) -> Path:
+    """The published model's seeded weights (seeded as `zoo bench` seeds every model), in its published layout."""
+    from zoo.bench.measure import SEED
+    from zoo.registry import create_model
+
+    torch.manual_seed(SEED)
+    path = folder / f"{name}_seeded.pth"
+    torch.save(PAIRS[name][3](create_model(name).net), path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from zoo.bench.config import BenchConfig, parse_list, parse_resolution
+    from zoo.bench.run import run_bench
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(PAIRS), help="published models to time (with their zoo pair)")
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--resolution", type=parse_resolution, default=(768, 1024), help="HEIGHTxWIDTH")
+    parser.add_argument("--out", type=Path, default=Path("results/bench.csv"))
+    args = parser.parse_args(argv)
+    register()
+    for name in parse_list(args.models, "--models"):
+        if name not in PAIRS:
+            raise SystemExit(f"--models: {name!r} is not one of {', '.join(PAIRS)}")
+        with tempfile.TemporaryDirectory() as folder:
+            zoo_model = PAIRS[name][0]
+            weights = shared_weights(name, Path(folder))
+            cfg = BenchConfig(models=[name, zoo_model], resolution=args.resolution, dtypes=("bf16",),
+                              channels_last=True, fp32_reference=True, iters=args.iters, train_step=False,
+                              weights={zoo_model: str(weights)}, data=None, out=args.out)
+            run_bench(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
