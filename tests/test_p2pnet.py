@@ -313,9 +313,10 @@ def test_short_training_lowers_the_loss_and_learns_to_count_and_find_blobs():
     assert after["mae"] < 0.7 * after["baseline"], after
     assert after["f1_8"] > before["f1_8"] + 0.3
     assert after["f1_3"] > after["f1_3_anchors"] + 0.1  # the regression moved points onto the blobs
-    # ... on both axes: each residual below the anchors' own
-    assert after["x_error"] < 0.8 * after["x_error_anchors"], after
-    assert after["y_error"] < 0.8 * after["y_error_anchors"], after
+    # ... on both axes: each residual below the anchors' own (0.47-0.80 of them over seeds and machines; an axis
+    # the loss ignores stays on its anchors, 1.0)
+    assert after["x_error"] < 0.9 * after["x_error_anchors"], after
+    assert after["y_error"] < 0.9 * after["y_error_anchors"], after
 
 
 @pytest.mark.slow

@@ -108,6 +108,8 @@ def fold_batch_norm(model: nn.Module, example: Tensor) -> int:
     becomes an identity. Returns how many were folded."""
     if model.training:
         raise ValueError("fold_batch_norm: the model must be in eval mode (folding uses the running statistics)")
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return 0
     pairs = foldable_pairs(model, example)
     for conv, norm in pairs:
         _replace(model, conv, fuse_conv_bn_eval(model.get_submodule(conv), model.get_submodule(norm)))
@@ -117,10 +119,10 @@ def fold_batch_norm(model: nn.Module, example: Tensor) -> int:
 
 def prepare_for_inference(model: nn.Module) -> nn.Module:
     """`model` in eval mode with its batch norms folded (in place): what eval, predict, bench and export run.
-    The probe input is two strides square, the smallest every family accepts."""
+    The probe input is 64 px or two strides square, which every family accepts."""
     model.eval()
     parameter = next(model.parameters(), None)
-    side = 2 * getattr(model, "stride", 32)
+    side = max(64, 2 * getattr(model, "stride", 32))
     device = parameter.device if parameter is not None else "cpu"
     fold_batch_norm(model, torch.zeros(1, 3, side, side, device=device))
     return model
