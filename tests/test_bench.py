@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -275,3 +277,28 @@ def test_weights_are_decoded_at_the_threshold_the_checkpoint_records_as_zoo_eval
     _, threshold = measure.build(unit)
     assert threshold == load_inference(checkpoint).threshold == 0.77
     assert measure.build(Unit(**{**unit.to_dict(), "weights": None}))[1] == 0.5  # no weights: the recipe's
+
+
+def test_onnxruntime_rows_state_their_runtime_and_count_as_the_torch_fp32_row(tmp_path):
+    console = Console(file=io.StringIO(), width=200)
+    cfg = config(tmp_path, runtimes=("torch", "onnxruntime"), dtypes=("fp32", "bf16"), channels_last=True)
+    rows = run_bench(cfg, console=console)
+    assert ("onnxruntime rows are fp32 or int8 on NCHW inputs, not compiled (bf16, channels_last: torch rows only)"
+            in console.file.getvalue())
+    assert [(r["runtime"], r["dtype"]) for r in rows] == [("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32")]
+    torch_fp32, _, onnx = rows
+    assert onnx["status"] == "ok" and onnx["onnxruntime"] and torch_fp32["onnxruntime"] is None
+    assert torch_fp32["channels_last"] is True and onnx["channels_last"] is False and onnx["compile"] is False
+    assert onnx["mean_count"] == pytest.approx(torch_fp32["mean_count"], rel=1e-5)  # the same seeded weights
+    assert onnx["speedup_vs_fp32"] == pytest.approx(onnx["images_per_s"] / torch_fp32["images_per_s"])
+    assert pd.read_csv(tmp_path / "bench.csv")["runtime"].tolist() == ["torch", "torch", "onnxruntime"]
+    with pytest.raises(ZooError, match="add fp32 or int8 to --dtype"):
+        run_bench(config(tmp_path, runtimes=("onnxruntime",), dtypes=("bf16",)))
+
+
+def test_int8_settings_run_on_onnxruntime_only(tmp_path):
+    both = config(tmp_path, runtimes=("torch", "onnxruntime"), dtypes=("fp32", "int8"))
+    assert [(s.runtime, s.dtype) for s in both.settings()] == [
+        ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    with pytest.raises(ZooError, match="--dtype int8 runs on onnxruntime"):
+        config(tmp_path, dtypes=("int8",)).validate(cuda_available=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -16,10 +17,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from zoo.errors import ZooError
+from zoo.export import DEFAULT_OPSET, RUNTIMES
+from zoo.quantize import CALIBRATION_IMAGES
 from zoo.registry import AMP_MODES
 
 console = Console()
 WEIGHTS_HELP = "zoo checkpoint, or a published checkpoint of the model's family (then name the model)"
+# zoo predict tiles larger images: p2pnet and csrnet_bn then peak at ~4 GiB on CPU whatever the image's size, where
+# whole-image inference needs ~0.85 GiB + 0.73 GiB per megapixel (results/tiling.csv, results/README.md)
+MAX_PIXELS = 2048 * 2048
 err_console = Console(stderr=True)
 
 
@@ -145,7 +151,9 @@ def cmd_bench(args) -> int:
         models=list(parse_list(args.models, "--models")) if args.models else list_models(),
         resolution=parse_resolution(args.resolution), batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int),
         dtypes=parse_list(args.dtype, "--dtype"), channels_last=args.channels_last, compile=args.compile,
-        fp32_reference=args.fp32_reference, device=args.device or _default_device(), iters=args.iters,
+        runtimes=parse_list(args.runtime, "--runtime"), calibration=args.calibration,
+        fp32_reference=args.fp32_reference,
+        device=args.device or _default_device(), iters=args.iters,
         warmup=args.warmup, train_iters=args.train_iters, train_step=args.train_step,
         weights=parse_weights(args.weights), data=args.data, out=Path(args.out) if args.out else None,
         isolate=False if args.in_process else None)
@@ -191,6 +199,47 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from zoo.export import checkpoint_metadata, export_onnx
+    from zoo.predict import load_inference
+
+    run = load_inference(args.weights, args.model, trust_pickle=args.trust_pickle)
+    _print_notes(run.state)
+    if args.calibration and not args.int8:
+        raise ZooError("--calibration is for --int8 (its activation ranges are measured on those images)")
+    metadata = checkpoint_metadata(args.weights)
+    if not args.int8:
+        export_onnx(run.model, Path(args.out), threshold=run.threshold, opset=args.opset, metadata=metadata)
+    else:
+        from zoo.quantize import calibration_batches, quantize_onnx
+
+        data = args.calibration or run.state.get("config", {}).get("train", {}).get("data", "synthetic")
+        batches = calibration_batches(data, run.model.stride, args.calibration_images)
+        with tempfile.TemporaryDirectory(prefix="zoo-export-") as folder:
+            fp32 = Path(folder) / "fp32.onnx"
+            export_onnx(run.model, fp32, threshold=run.threshold, opset=args.opset, metadata=metadata)
+            quantize_onnx(fp32, Path(args.out), batches, f"train split of {data}")
+    precision = "int8 (QDQ)" if args.int8 else "float32"
+    console.print(f"{escape(args.weights)} -> {escape(args.out)}: {run.model.registry_name}, ONNX opset {args.opset}, "
+                  f"{precision}, input (batch, 3, height, width) with height and width multiples of "
+                  f"{run.model.stride}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _on_runtime(run, args):
+    """`run` with its forward pass on the runtime the flags choose (--onnx FILE implies onnxruntime)."""
+    runtime = args.runtime or ("onnxruntime" if args.onnx else "torch")
+    if runtime == "torch":
+        if args.onnx:
+            raise ZooError("--onnx FILE runs on onnxruntime, not --runtime torch")
+        return run
+    if args.amp not in (None, "off"):
+        _warn(f"--amp {args.amp} does not apply to --runtime onnxruntime: the exported model runs in float32")
+    from zoo.runtime import with_onnxruntime
+
+    return with_onnxruntime(run, args.weights, args.onnx)
+
+
 def cmd_eval(args) -> int:
     import math
 
@@ -200,6 +249,7 @@ def cmd_eval(args) -> int:
                          trust_pickle=args.trust_pickle)
     _print_notes(run.state)
     _warn(synthetic_only_note(run.state, [args.data] if args.data else []))
+    run = _on_runtime(run, args)
     evaluator = evaluate_checkpoint(run, args.data, args.format, args.split)
     if args.per_image:
         evaluator.write_csv(args.per_image)
@@ -241,6 +291,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 def cmd_predict(args) -> int:
     from zoo.predict import load_inference, predict_to_folder, synthetic_only_note
     from zoo.registry import list_models
+    from zoo.tiling import resolve_tiling
     from zoo.video import is_video, predict_video
 
     # MODEL may be omitted and argparse fills it first: the first word is the model only when it names one.
@@ -252,6 +303,8 @@ def cmd_predict(args) -> int:
                          trust_pickle=args.trust_pickle)
     _print_notes(run.state)
     _warn(synthetic_only_note(run.state, inputs))
+    tiling = resolve_tiling(run.model, args.tile, args.overlap, args.max_pixels)
+    run = _on_runtime(run, args)
 
     videos = [item for item in inputs if is_video(item)]
     for video in videos:
@@ -272,7 +325,7 @@ def cmd_predict(args) -> int:
             console.print(f"{escape(str(outcome.path))}: count {found.count:.1f}, {len(found.points)} points",
                           highlight=False, soft_wrap=True)
 
-    outcomes = predict_to_folder(run, inputs, args.out, args.batch_size, on_outcome=report)
+    outcomes = predict_to_folder(run, inputs, args.out, args.batch_size, on_outcome=report, tiling=tiling)
     failed = sum(o.error is not None for o in outcomes)
     console.print(f"{len(outcomes) - failed} image(s) predicted into {escape(args.out)}"
                   + (f", {failed} unreadable skipped" if failed else ""), highlight=False)
@@ -333,11 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated registered names (default: all)")
     p.add_argument("--resolution", default="768x1024", help="HEIGHTxWIDTH of the timed input")
     p.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,8")
-    p.add_argument("--dtype", default="bf16", help="fp32, bf16 or fp16 (CUDA), via autocast; a list compares them")
+    p.add_argument("--dtype", default="bf16",
+                   help="fp32, bf16 or fp16 (CUDA) via autocast, int8 (onnxruntime, quantized); a list compares them")
     p.add_argument("--fp32-reference", action="store_true",
                    help="also run plain fp32 first: the reference of the speedup and count-difference columns")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compiling)")
+    p.add_argument("--runtime", default="torch",
+                   help=f"{' or '.join(RUNTIMES)} (CPU, fp32 or int8: the model exported to ONNX); a list compares "
+                        "them")
+    p.add_argument("--calibration", default="synthetic", metavar="DATA",
+                   help="--dtype int8: dataset whose training images calibrate the quantization (default synthetic)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--iters", type=int, default=3, help="timed forward passes per batch size")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes first (the first one counts FLOPs)")
@@ -366,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow weights files that hold pickled Python objects (they can run code while loading); "
                         "by default only tensors and plain values are read")
     p.add_argument("--json", action="store_true", help="last stdout line: the metrics as one JSON object")
+    _add_runtime_flags(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="count and locate people in images; write points, overlays, summary")
@@ -385,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: count every Nth frame (default 1)")
     p.add_argument("--video-out", action="store_true",
                    help="videos: also write OUT/<stem>_overlay.avi, the counted frames with their overlays")
+    p.add_argument("--tile", type=int, metavar="SIZE",
+                   help="run every image larger than SIZE x SIZE tile by tile (a multiple of the model's stride)")
+    p.add_argument("--overlap", type=int, metavar="PX",
+                   help="context around each tile's core (default and least: the model's receptive context)")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help=f"without --tile, tile images of more than N pixels, with the largest tiles within N "
+                        f"(default {MAX_PIXELS} = 2048 x 2048: ~4 GiB peak for p2pnet and csrnet on CPU; 0: never)")
+    _add_runtime_flags(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("convert", help="turn a published checkpoint (P2PNet, CSRNet-pytorch, lwcc, C-3-Framework) "
@@ -396,7 +464,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow weights files that hold pickled Python objects (they can run code while loading); "
                         "by default only tensors and plain values are read")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="write a checkpoint's network as an ONNX file (dynamic batch, height, width)")
+    p.add_argument("model", nargs="?", help="registered model name (default: the one the checkpoint records)")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    p.add_argument("--format", default="onnx", choices=("onnx",), help="file format (onnx, the default)")
+    p.add_argument("--out", required=True, help="file to write (.onnx)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 static quantization for onnxruntime (weights per channel, activations calibrated)")
+    p.add_argument("--calibration", metavar="DATA",
+                   help="--int8: dataset whose training images calibrate it (default: the one it was trained on)")
+    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
+                   help=f"--int8: calibration images (default {CALIBRATION_IMAGES})")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow weights files that hold pickled Python objects (they can run code while loading); "
+                        "by default only tensors and plain values are read")
+    p.set_defaults(func=cmd_export)
     return parser
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=RUNTIMES,
+                   help="what runs the network: torch (default) or onnxruntime (CPU, float32; the model is exported "
+                        "for the run unless --onnx names a file)")
+    p.add_argument("--onnx", metavar="FILE", help="a `zoo export` file of --weights, run on onnxruntime")
 
 
 def main(argv: list[str] | None = None) -> int:

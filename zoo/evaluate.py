@@ -24,11 +24,13 @@ def autocast(device: torch.device | str, amp: str):
 
 @torch.no_grad()
 def evaluate(model, records, key: str, *, threshold: float, device="cpu", amp: str = "off",
-             channels_last: bool = False, batch_size: int = 1, workers: int = 0, on_image=None) -> Evaluator:
+             channels_last: bool = False, batch_size: int = 1, workers: int = 0, on_image=None,
+             forward=None) -> Evaluator:
     """Score `model` on `records` (whole images, zero-padded to the model's stride) with the counting
     `Evaluator`, or, for pose data (person records), on person crops with the OKS `PoseEvaluator`.
 
     `on_image(prediction, batch_index_meta)` is called for every image (used by `zoo predict`-like callers).
+    `forward` (images -> outputs) runs in place of `model` (another runtime of it); `model` decodes.
     """
     dataset = PointDataset(records, key, stride=model.stride)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers)
@@ -40,7 +42,7 @@ def evaluate(model, records, key: str, *, threshold: float, device="cpu", amp: s
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            outputs = model(images)
+            outputs = (forward or model)(images)
         predictions = model.decode(outputs, batch.sizes.to(device), threshold)
         for prediction, points, size, meta in zip(predictions, batch.points, batch.sizes, batch.meta, strict=True):
             evaluator.add(prediction, points.numpy(), tuple(size.tolist()), name=meta["path"], meta=meta)

@@ -8,6 +8,7 @@ the trainer's test metrics exactly on the same device.
 and one `summary.csv` (image, count, n_points). Overlays are decided by the prediction's fields, never by the
 model's name: a dense map (density or heatmap) is blended in as a colour map, points are drawn unless the count
 comes from a density (then the points are only its local maxima), and the count is written in the top-left corner.
+Images above a pixel budget are run tile by tile (zoo.tiling): the same prediction, in bounded memory.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from zoo.models.base import CrowdModel
 from zoo.models.fold import prepare_for_inference
 from zoo.paths import data_dir
 from zoo.registry import AMP_MODES, get_recipe
+from zoo.tiling import Tiling, predict_tiled
 from zoo.types import Prediction
 
 MAP_OPACITY = 0.6  # blend weight of the colour map where the dense map peaks; it fades out where the map is 0
@@ -49,6 +51,13 @@ class Inference:
     threshold: float
     amp: str
     channels_last: bool
+    # images -> the model's outputs dict: the model itself, or another runtime of it (zoo.runtime); `model`
+    # still decodes them
+    forward: Callable[[torch.Tensor], dict] | None = None
+
+    def __post_init__(self):
+        if self.forward is None:
+            self.forward = self.model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,7 +122,7 @@ def evaluate_checkpoint(run: Inference, data: str | None = None, fmt: str | None
                             None if explicit else recorded.get("val_fraction"))
     records = splits.select(split) if explicit else splits.get(split)
     return evaluate(run.model, records, f"{splits.name}:{split}", threshold=run.threshold, device=run.device,
-                    amp=run.amp, channels_last=run.channels_last)
+                    amp=run.amp, channels_last=run.channels_last, forward=run.forward)
 
 
 # ---- prediction on image files --------------------------------------------------------------------------------
@@ -155,11 +164,12 @@ def output_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
-def predict_images(run: Inference, paths: list[Path], batch_size: int = 4
+def predict_images(run: Inference, paths: list[Path], batch_size: int = 4, tiling: Tiling | None = None
                    ) -> Iterator[tuple[Path, np.ndarray | None, Prediction | str]]:
     """(path, RGB image, prediction) per readable image, (path, None, error message) per unreadable one, in
     input order. Consecutive images of one size share a forward pass (up to `batch_size`); each is padded to
-    the model's stride, never cropped, and `decode` drops what falls into the padding."""
+    the model's stride, never cropped, and `decode` drops what falls into the padding. An image `tiling`
+    applies to is run tile by tile on its own (zoo.tiling)."""
     pending: list[tuple[Path, np.ndarray]] = []
     for path in paths:
         try:
@@ -168,6 +178,11 @@ def predict_images(run: Inference, paths: list[Path], batch_size: int = 4
             yield from _run_batch(run, pending)
             pending = []
             yield path, None, str(exc)
+            continue
+        if tiling is not None and tiling.applies(*image.shape[:2]):
+            yield from _run_batch(run, pending)
+            pending = []
+            yield path, image, predict_tiled(image, lambda window: _predict_one(run, window), tiling)
             continue
         if pending and (len(pending) == batch_size or pending[0][1].shape != image.shape):
             yield from _run_batch(run, pending)
@@ -188,21 +203,29 @@ def _run_batch(run: Inference, batch: list[tuple[Path, np.ndarray]]):
         images = images.contiguous(memory_format=torch.channels_last)
     sizes = torch.tensor([s.valid_size for s in samples], dtype=torch.long, device=run.device)
     with autocast(run.device, run.amp):
-        outputs = run.model(images)
+        outputs = run.forward(images)
     for (path, image), prediction in zip(batch, run.model.decode(outputs, sizes, run.threshold), strict=True):
         yield path, image, prediction
 
 
+def _predict_one(run: Inference, image: np.ndarray) -> Prediction:
+    """`image`'s prediction from a forward pass of its own (a tile of a larger image)."""
+    ((_, _, prediction),) = _run_batch(run, [(None, image)])
+    return prediction
+
+
 def predict_to_folder(run: Inference, inputs: list[str | Path], out: str | Path, batch_size: int = 4,
-                      on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+                      on_outcome: Callable[[Outcome], None] | None = None,
+                      tiling: Tiling | None = None) -> list[Outcome]:
     """Predict every image of `inputs` (files or folders), writing its points CSV and overlay to `out` as it
     goes and `summary.csv` at the end; each file is written atomically. Unreadable images are skipped and come
-    back with their error."""
+    back with their error. Images `tiling` applies to are run tile by tile."""
     out = Path(out)
     paths = find_images(inputs)
     outcomes = []
     # One result per path, in input order, so results and stems pair up (a path given twice included).
-    for (path, image, result), stem in zip(predict_images(run, paths, batch_size), output_stems(paths), strict=True):
+    results = predict_images(run, paths, batch_size, tiling)
+    for (path, image, result), stem in zip(results, output_stems(paths), strict=True):
         if image is None:
             outcome = Outcome(path, error=result)
         else:

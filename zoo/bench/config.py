@@ -6,22 +6,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from zoo.errors import ZooError
+from zoo.export import RUNTIMES
 
-DTYPES = ("fp32", "bf16", "fp16")
-AMP = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}  # --dtype -> zoo.evaluate.autocast mode
+DTYPES = ("fp32", "bf16", "fp16", "int8")
+AMP = {"fp32": "off", "bf16": "bf16", "fp16": "fp16", "int8": "off"}  # --dtype -> zoo.evaluate.autocast mode
+ONNX_DTYPES = ("fp32", "int8")  # what onnxruntime runs: the fp32 export, or its int8 quantization (zoo.quantize)
 
 
 @dataclass(frozen=True)
 class Setting:
-    """How a model runs: numeric type (bf16 and fp16 through autocast), memory layout, torch.compile."""
+    """How a model runs: numeric type (bf16 and fp16 through autocast), memory layout, torch.compile, and the
+    runtime of the forward pass (torch, or onnxruntime on the exported fp32 NCHW graph)."""
 
     dtype: str
     channels_last: bool = False
     compile: bool = False
+    runtime: str = "torch"
 
     @property
     def label(self) -> str:
-        return " ".join([self.dtype] + ["channels_last"] * self.channels_last + ["compile"] * self.compile)
+        return " ".join([self.dtype] + ["channels_last"] * self.channels_last + ["compile"] * self.compile
+                        + [self.runtime] * (self.runtime != "torch"))
 
 
 @dataclass
@@ -32,6 +37,8 @@ class BenchConfig:
     dtypes: tuple[str, ...] = ("bf16",)
     channels_last: bool = False
     compile: bool = False
+    runtimes: tuple[str, ...] = ("torch",)  # onnxruntime runs fp32 and int8, without channels_last or compile
+    calibration: str = "synthetic"  # int8: the dataset whose training images calibrate the activation ranges
     fp32_reference: bool = False  # also run plain fp32 first, the reference of count_rel_diff and speedup
     device: str = "cpu"
     iters: int = 3  # timed forward passes per batch size
@@ -44,7 +51,10 @@ class BenchConfig:
     isolate: bool | None = None  # a fresh process per unit; None: on CPU only (for its peak RSS)
 
     def settings(self) -> list[Setting]:
-        chosen = [Setting(d, self.channels_last, self.compile) for d in self.dtypes]
+        chosen = [Setting(d, self.channels_last, self.compile) for d in self.dtypes
+                  if "torch" in self.runtimes and d not in ("int8",)]
+        if "onnxruntime" in self.runtimes:
+            chosen += [Setting(d, runtime="onnxruntime") for d in self.dtypes if d in ONNX_DTYPES]
         reference = Setting("fp32")
         if self.fp32_reference and reference not in chosen:
             chosen.insert(0, reference)
@@ -58,6 +68,16 @@ class BenchConfig:
             raise ZooError(f"--device {self.device}: no CUDA device is available here")
         if "fp16" in self.dtypes and not self.device.startswith("cuda"):
             raise ZooError("--dtype fp16 needs CUDA; use bf16 on CPU")
+        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        if unknown or not self.runtimes:
+            raise ZooError(f"--runtime {','.join(unknown)}: unknown; choose from {', '.join(RUNTIMES)}")
+        if "onnxruntime" in self.runtimes and self.device != "cpu":
+            raise ZooError(f"--runtime onnxruntime runs on the CPU here; not --device {self.device}")
+        if "onnxruntime" in self.runtimes and not set(self.dtypes) & set(ONNX_DTYPES):
+            raise ZooError("--runtime onnxruntime runs the fp32 export or its int8 quantization; add fp32 or int8 "
+                           "to --dtype")
+        if "int8" in self.dtypes and "onnxruntime" not in self.runtimes:
+            raise ZooError("--dtype int8 runs on onnxruntime (static quantization); add --runtime onnxruntime")
         if min(self.resolution) < 1 or min(self.batch_sizes, default=0) < 1:
             raise ZooError("--resolution and --batch-sizes must be positive")
         if self.iters < 1 or self.warmup < 0 or self.train_iters < 1:
@@ -67,6 +87,15 @@ class BenchConfig:
         strays = sorted(set(self.weights) - set(self.models))
         if strays:
             raise ZooError(f"--weights names {', '.join(strays)}, which --models does not include")
+
+    def notes(self) -> list[str]:
+        """What the chosen flags leave out of the onnxruntime rows."""
+        if "onnxruntime" not in self.runtimes:
+            return []
+        unused = [d for d in self.dtypes if d not in ONNX_DTYPES] + ["channels_last"] * self.channels_last
+        unused += ["compile"] * self.compile
+        return [f"onnxruntime rows are fp32 or int8 on NCHW inputs, not compiled ({', '.join(unused)}: torch rows "
+                "only)"] if unused else []
 
 
 @dataclass
@@ -87,6 +116,9 @@ class Unit:
     weights: str | None = None
     data: str | None = None  # accuracy on this dataset's test split (needs weights)
     isolated: bool = False  # running in a fresh process: its peak RSS is this unit's
+    runtime: str = "torch"
+    onnx: str | None = None  # onnxruntime: the model's file, exported (and quantized) before the unit runs
+    calibration: str | None = None  # int8: the dataset whose training images calibrated it
 
     def to_dict(self) -> dict:
         return asdict(self)

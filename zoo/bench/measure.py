@@ -12,6 +12,7 @@ import gc
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from zoo.data.collate import collate
 from zoo.data.synthetic import synthesize_image
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, evaluate
+from zoo.export import export_onnx, require
 from zoo.metrics import HEADLINE_METRICS
 from zoo.models.fold import prepare_for_inference
 from zoo.predict import load_inference
@@ -133,6 +135,36 @@ def build(unit: Unit) -> tuple[torch.nn.Module, float]:
     return create_model(unit.model), get_recipe(unit.model).threshold
 
 
+def export_for_unit(unit: Unit, path: Path) -> str:
+    """The unit's model, built as `build` builds it (the same seeded weights), prepared for inference and exported
+    to `path` for onnxruntime; an int8 unit's export is then quantized, calibrated on the training images of
+    `unit.calibration`. Done before the unit's own process starts: the exporter's memory is not the runtime's,
+    and its peak would otherwise be the unit's peak RSS."""
+    model, threshold = build(unit)
+    model = prepare_for_inference(model)
+    if unit.dtype != "int8":
+        export_onnx(model, path, threshold=threshold)
+        return str(path)
+    from zoo.quantize import calibration_batches, quantize_onnx
+
+    fp32 = path.with_suffix(".fp32.onnx")
+    export_onnx(model, fp32, threshold=threshold)
+    quantize_onnx(fp32, path, calibration_batches(unit.calibration, model.stride),
+                  f"train split of {unit.calibration}")
+    fp32.unlink()
+    return str(path)
+
+
+def inference_runner(unit: Unit, inference):
+    """What the timed passes call: the prepared model, compiled or not, or the unit's ONNX file on onnxruntime
+    (with torch's threads)."""
+    if unit.runtime == "onnxruntime":
+        from zoo.runtime import OnnxRunner
+
+        return OnnxRunner(unit.onnx)
+    return torch.compile(inference) if unit.compile else inference
+
+
 def measure_unit(unit: Unit) -> dict:
     """All figures of one unit; keys are CSV columns. Running out of memory is recorded, not raised. Inference runs
     the model prepared as zoo eval and predict run it (batch norm folded), the training step the model as built."""
@@ -146,7 +178,7 @@ def measure_unit(unit: Unit) -> dict:
     if unit.channels_last:
         model = model.to(memory_format=torch.channels_last)
     inference = prepare_for_inference(copy.deepcopy(model))
-    runner = torch.compile(inference) if unit.compile else inference
+    runner = inference_runner(unit, inference)
     row = {"family": get_entry(unit.model).family, "status": "ok",
            "params_total": sum(p.numel() for p in model.parameters()),
            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
@@ -157,8 +189,13 @@ def measure_unit(unit: Unit) -> dict:
     if oom:
         row.update(status="oom", note=f"inference at batch {unit.batch_size}: {oom}")
     row.update(peak_memory(device, unit.isolated))
+    if unit.runtime == "onnxruntime":
+        row["onnxruntime"] = require("onnxruntime").__version__
     if unit.weights and unit.data:
-        row.update(accuracy(inference, unit, device, threshold))
+        # onnxruntime scores its own outputs; torch scores eagerly (compiling again for each image size would
+        # cost more than the scoring)
+        forward = runner if unit.runtime == "onnxruntime" else inference
+        row.update(accuracy(inference, unit, device, threshold, forward))
     if unit.train_step:
         trainer = torch.compile(model) if unit.compile else model
         figures, oom = attempt(lambda: train_throughput(model, trainer, unit, device), device)
@@ -237,14 +274,14 @@ def train_throughput(model, runner, unit: Unit, device: torch.device) -> dict:
             "train_batch_size": batch_size, "train_crop": recipe.crop_size}
 
 
-def accuracy(model, unit: Unit, device: torch.device, threshold: float) -> dict:
+def accuracy(model, unit: Unit, device: torch.device, threshold: float, forward) -> dict:
     from zoo.data.dataset import resolve_splits
 
     splits = resolve_splits(unit.data)
     if not splits.test:
         raise ZooError(f"--data {unit.data}: the test split is empty, so accuracy cannot be measured")
-    summary = evaluate(model, splits.test, f"{splits.name}:test", threshold=threshold,
-                       device=device, amp=AMP[unit.dtype], channels_last=unit.channels_last).summary()
+    summary = evaluate(model, splits.test, f"{splits.name}:test", threshold=threshold, device=device,
+                       amp=AMP[unit.dtype], channels_last=unit.channels_last, forward=forward).summary()
     return {k: summary[k] for k in HEADLINE_METRICS}
 
 

@@ -17,9 +17,9 @@ from zoo.metrics import HEADLINE_METRICS
 
 COLUMNS = [
     # environment
-    "date", "git_commit", "device", "device_name", "torch", "torchvision", "timm", "cpu_threads",
+    "date", "git_commit", "device", "device_name", "torch", "torchvision", "timm", "onnxruntime", "cpu_threads",
     # what ran
-    "model", "family", "weights", "dtype", "channels_last", "compile", "resolution", "batch_size", "iters",
+    "model", "family", "weights", "runtime", "dtype", "channels_last", "compile", "resolution", "batch_size", "iters",
     "warmup", "status", "note",
     # size and cost
     "params_total", "params_trainable", "gflops_per_image",
@@ -111,7 +111,8 @@ def scaled(value, factor: float):
 
 
 def setting_label(row: dict) -> str:
-    return " ".join([row["dtype"]] + ["CL"] * bool(row["channels_last"]) + ["compiled"] * bool(row["compile"]))
+    return " ".join([row["dtype"]] + ["CL"] * bool(row["channels_last"]) + ["compiled"] * bool(row["compile"])
+                    + [row["runtime"]] * (row["runtime"] != "torch"))
 
 
 def format_cell(key: str, value) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import torch
 from rich.console import Console
 from rich.markup import escape
 
 from zoo.bench import report
 from zoo.bench.config import BenchConfig, Unit
-from zoo.bench.measure import matmul_ceiling, measure_unit, release
+from zoo.bench.measure import TORCH_DTYPES, export_for_unit, matmul_ceiling, measure_unit, release
 from zoo.bench.worker import run_isolated
 from zoo.errors import ZooError
 from zoo.registry import get_entry
@@ -24,34 +27,49 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> list[dict]:
     isolate = cfg.isolate if cfg.isolate is not None else device.type == "cpu"
     environment = report.environment(device)
     settings = cfg.settings()
+    for note in cfg.notes():
+        console.print(f"note: {note}")
     ceilings = {}
     for dtype in dict.fromkeys(s.dtype for s in settings):
-        ceilings[dtype] = matmul_ceiling(device, dtype)
-        console.print(f"ceiling: {dtype} matmul {ceilings[dtype]:,.0f} GFLOP/s on {environment['device_name']}")
+        if dtype in TORCH_DTYPES:  # no int8 product is timed: int8 rows have no ceiling
+            ceilings[dtype] = matmul_ceiling(device, dtype)
+            console.print(f"ceiling: {dtype} matmul {ceilings[dtype]:,.0f} GFLOP/s on {environment['device_name']}")
     rows = []
+    # Removed at the end, or by its finalizer when a unit raises.
+    exported = tempfile.TemporaryDirectory(prefix="zoo-bench-onnx-")
     for model in cfg.models:
+        onnx = {}  # one export per model and dtype serves all its batch sizes
         for setting in settings:
             first = None
             for batch_size in cfg.batch_sizes:
                 unit = Unit(model=model, dtype=setting.dtype,
                             channels_last=setting.channels_last, compile=setting.compile, batch_size=batch_size,
                             resolution=cfg.resolution, device=cfg.device, iters=cfg.iters, warmup=cfg.warmup,
-                            train_iters=cfg.train_iters, train_step=cfg.train_step and first is None,
+                            train_iters=cfg.train_iters,
+                            train_step=cfg.train_step and first is None and setting.runtime == "torch",
                             weights=cfg.weights.get(model), data=cfg.data if model in cfg.weights else None,
-                            isolated=isolate)
+                            isolated=isolate, runtime=setting.runtime,
+                            calibration=cfg.calibration if setting.dtype == "int8" else None)
+                if setting.runtime == "onnxruntime":
+                    if setting.dtype not in onnx:
+                        console.print(f"exporting {model} to ONNX ({setting.dtype}) ...")
+                        path = Path(exported.name) / f"{model}-{setting.dtype}.onnx"
+                        onnx[setting.dtype] = export_for_unit(unit, path)
+                    unit.onnx = onnx[setting.dtype]
                 console.print(f"measuring {model} {setting.label} batch {batch_size} ...")
                 measured = run_isolated(unit) if isolate else measure_in_process(unit, device)
                 if measured.get("stderr"):
                     console.print(escape(measured.pop("stderr")), style="red", highlight=False)
-                row = {**environment, "model": model, "weights": unit.weights, "dtype": setting.dtype,
-                       "channels_last": setting.channels_last, "compile": setting.compile,
+                row = {**environment, "model": model, "weights": unit.weights, "runtime": setting.runtime,
+                       "dtype": setting.dtype, "channels_last": setting.channels_last, "compile": setting.compile,
                        "resolution": f"{cfg.resolution[0]}x{cfg.resolution[1]}", "batch_size": batch_size,
                        "iters": cfg.iters, "warmup": cfg.warmup, "data": unit.data,
-                       "ceiling_gflops_per_s": ceilings[setting.dtype], **measured}
+                       "ceiling_gflops_per_s": ceilings.get(setting.dtype), **measured}
                 first = first or row
                 for key in report.PER_SETTING_COLUMNS:
                     row.setdefault(key, first.get(key))
                 rows.append(row)
+    exported.cleanup()
     add_derived(rows)
     # Piped or redirected output gets a readable width instead of rich's 80 columns; a terminal keeps its own.
     wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, 180))
@@ -88,7 +106,8 @@ def add_derived(rows: list[dict]) -> None:
         if row.get("images_per_s") is None:
             continue
         row["achieved_gflops_per_s"] = row["gflops_per_image"] * row["images_per_s"]
-        row["ceiling_fraction"] = row["achieved_gflops_per_s"] / row["ceiling_gflops_per_s"]
+        if row["ceiling_gflops_per_s"]:
+            row["ceiling_fraction"] = row["achieved_gflops_per_s"] / row["ceiling_gflops_per_s"]
         ref = reference.get((row["model"], row["batch_size"]))
         if ref is None:
             continue

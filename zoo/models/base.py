@@ -21,6 +21,11 @@ class CrowdModel(nn.Module):
 
     #: input height and width are padded to a multiple of this before the forward pass
     stride: int = 8
+    #: pixels of context a stride-aligned block of the input needs around it for its decoded outputs to be those of
+    #: the whole image: how far beyond the block an input pixel can change its outputs (the receptive field's reach)
+    #: plus the one map cell a 3x3 decoding neighbourhood reads, rounded up to a multiple of `stride`. Tiled
+    #: inference (zoo.tiling) takes it as the least overlap; None: unknown, and the model is never tiled.
+    receptive_context: int | None = None
 
     def target_encoder(self) -> TargetEncoder | None:
         """Encoder run on each training sample, or None when the loss works from `batch.points` directly."""

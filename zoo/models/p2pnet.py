@@ -118,6 +118,10 @@ class P2PNet(CrowdModel):
     """
 
     stride = 16  # C5 needs inputs that are multiples of 16
+    # The receptive field reaches 122 px beyond a 16-aligned block (VGG-16's conv5_3, then the neck's and heads'
+    # four 3x3 convolutions at stride 8; measured as the farthest input pixel with a nonzero gradient, the same
+    # for every backbone and width): 122 + one 8 px proposal cell, rounded up to 16.
+    receptive_context = 144
 
     def __init__(self, backbone: str = "vgg16_bn", pretrained: bool | str | os.PathLike = False,
                  anchor_grid: tuple[int, int] = (2, 2), offset_scale: float = 100.0, tau: float = 0.05,

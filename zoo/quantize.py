@@ -1,0 +1,79 @@
+"""int8 static quantization of an exported model for onnxruntime, calibrated on training images.
+
+The fp32 ONNX file of `zoo export` becomes a QDQ graph: weights int8 per output channel, activations uint8 with
+ranges observed by running the fp32 graph over calibration images (whole training images, padded to the stride
+as evaluation pads them). onnxruntime then runs the convolutions as int8 products (VNNI / AMX on x86). Decoding
+stays the family's, on dequantized float outputs, so an int8 file is used exactly like an fp32 one
+(`--onnx FILE`). Whether int8 is good enough is a measurement, not an assumption: compare its counts with the
+fp32 ones on a real test set (`zoo eval --onnx`), as results/README.md records for the committed rows.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from zoo.errors import ZooError
+from zoo.export import INPUT_NAME, require
+
+#: Calibration images used when the caller does not say: enough for stable min/max ranges of every activation
+#: (the ranges are a maximum over images, so they only widen with more).
+CALIBRATION_IMAGES = 16
+
+
+def calibration_batches(data: str, stride: int, count: int = CALIBRATION_IMAGES, fmt: str = "auto",
+                        seed: int = 0) -> Iterator:
+    """(1, 3, H, W) float32 arrays: `count` seeded training images of `data`, whole, padded to `stride`."""
+    import numpy as np
+
+    from zoo.data.collate import collate
+    from zoo.data.dataset import PointDataset, resolve_splits
+
+    splits = resolve_splits(data, fmt, seed)
+    records = splits.get("train")
+    order = np.random.default_rng(seed).permutation(len(records))[:count]
+    dataset = PointDataset([records[i] for i in sorted(order)], f"{splits.name}:calibration", stride=stride)
+    for index in range(len(dataset)):
+        yield collate([dataset[index]]).images.numpy()
+
+
+def quantize_onnx(source: str | Path, out: str | Path, batches: Iterator, note: str) -> None:
+    """Write the int8 QDQ version of the fp32 ONNX file `source` to `out` (atomically), its activation ranges
+    observed on `batches`; the `zoo.*` metadata is carried over, with `zoo.precision` int8 and `note` (what it was
+    calibrated on) as `zoo.calibration`."""
+    onnx = require("onnx")
+    require("onnxruntime")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from zoo.checkpoint import atomic_write
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.seen = 0
+
+        def get_next(self):
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            self.seen += 1
+            return {INPUT_NAME: batch}
+
+    reader = Reader()
+    with tempfile.TemporaryDirectory(prefix="zoo-int8-") as folder:
+        prepared, quantized = Path(folder) / "prepared.onnx", Path(folder) / "int8.onnx"
+        # Graph clean-up and shape inference first, as onnxruntime advises; symbolic shape inference cannot
+        # resolve the exporter's stride-multiple dimensions and is not needed for convolutions.
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        if not reader.seen:
+            raise ZooError(f"{source}: no calibration images, so int8 ranges cannot be measured")
+        model = onnx.load(str(quantized))
+    metadata = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
+    metadata.update({"zoo.precision": "int8", "zoo.calibration": f"{note} ({reader.seen} images)"})
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    atomic_write(Path(out), lambda tmp: onnx.save(model, tmp))
