@@ -288,6 +288,30 @@ def test_decoding_drops_peaks_on_padding(crowd_r18):
     assert prediction.dense_map.shape == (16, 10)
 
 
+def test_mass_counts_heads_that_peaks_merge():
+    """Heads 6 px apart (1.5 output cells) share one peak; the heatmap's mass still holds both. Independent
+    reference: the true number of heads."""
+    model = CPN(backbone="resnet18", count="mass")
+    rng = np.random.default_rng(3)
+    size = (128, 128)
+    singles = separated_points(rng, 10, size, gap=32)
+    pairs = np.concatenate([singles, singles + np.array([6.0, 0.0], np.float32)])  # every head gets a close twin
+    pairs = pairs[(pairs[:, 0] < size[1] - 4)]
+    outputs = {"refine": model.target_encoder()(pairs, size, {})["refine"][None]}
+    by_mass = model.decode(outputs, torch.tensor([size]), threshold=0.3)[0]
+    model.count = "peaks"
+    by_peaks = model.decode(outputs, torch.tensor([size]), threshold=0.3)[0]
+    assert by_peaks.count < 0.8 * len(pairs)  # the merge the mass count is for
+    assert abs(by_mass.count - len(pairs)) < 0.05 * len(pairs)
+    assert by_mass.map_is_density and abs(by_mass.dense_map.sum() - by_mass.count) < 1e-3
+    assert by_mass.points.shape == by_peaks.points.shape  # points are the peaks either way
+
+
+def test_unknown_count_is_a_user_error():
+    with pytest.raises(ZooError, match="count must be one of peaks, mass"):
+        create_model("cpn_r18", count="sum")
+
+
 def test_keypoint_mode_decodes_each_channel_argmax_with_a_quarter_shift():
     model = CPN(num_keypoints=3, backbone="resnet18")
     # cells (x, y): (5.3, 7.0) -> argmax (5, 7), right neighbour higher, y tie -> (5.25, 7);

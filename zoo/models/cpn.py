@@ -70,6 +70,16 @@ POSE_SIGMAS = tuple(_opencv_sigma(k) for k in (15, 11, 9, 7))
 CROWD_SIGMA = 0.75
 
 
+COUNTS = ("peaks", "mass")
+
+
+def target_mass(sigma: float) -> float:
+    """Sum of one head's target heatmap (`render_heatmap` at a cell centre): what the mass count divides by."""
+    radius = math.ceil(3 * sigma) + 1
+    return float(render_heatmap(np.array([[radius, radius]], np.float32), np.zeros(1, np.int64), 1,
+                                (2 * radius + 1, 2 * radius + 1), sigma).sum())
+
+
 def level_sigmas(refine_sigma: float) -> tuple[float, ...]:
     """Target sigmas of the GlobalNet levels C5..C2 for a RefineNet sigma, in the published proportions."""
     return tuple(refine_sigma * s / POSE_SIGMAS[-1] for s in POSE_SIGMAS)
@@ -211,9 +221,9 @@ def build_backbone(name: str, pretrained: bool | str | os.PathLike = False) -> n
 
 
 def render_heatmap(cells: np.ndarray, channels: np.ndarray, num_channels: int, shape: tuple[int, int],
-                   sigma: float) -> np.ndarray:
+                   sigma: float, merge: str = "max") -> np.ndarray:
     """(num_channels, h, w) map with a Gaussian of height 1 and `sigma` cells at each (x, y) cell position,
-    overlaps merged by maximum; each Gaussian is cut at 3 sigma."""
+    overlaps merged by maximum (as published) or by `merge="sum"`; each Gaussian is cut at 3 sigma."""
     heat = np.zeros((num_channels, *shape), np.float32)
     radius = math.ceil(3 * sigma)
     for (x, y), channel in zip(cells, channels, strict=True):
@@ -224,7 +234,10 @@ def render_heatmap(cells: np.ndarray, channels: np.ndarray, num_channels: int, s
         gx = np.exp(-((np.arange(x0, x1) - x) ** 2) / (2 * sigma**2))
         gy = np.exp(-((np.arange(y0, y1) - y) ** 2) / (2 * sigma**2))
         window = heat[channel, y0:y1, x0:x1]
-        np.maximum(window, np.outer(gy, gx), out=window)
+        if merge == "sum":
+            window += np.outer(gy, gx)
+        else:
+            np.maximum(window, np.outer(gy, gx), out=window)
     return heat
 
 
@@ -235,12 +248,13 @@ class HeatmapEncoder:
     num_keypoints: int
     global_sigmas: tuple[float, ...]  # in output cells, C5..C2
     refine_sigma: float
+    merge: str = "max"  # how overlapping heads' Gaussians combine (render_heatmap)
 
     def __call__(self, points: np.ndarray, size: tuple[int, int], meta: dict) -> dict[str, Tensor]:
         shape = (-(-size[0] // OUTPUT_STRIDE), -(-size[1] // OUTPUT_STRIDE))
         cells = (np.asarray(points, np.float32).reshape(-1, 2) - PIXEL_CENTRE) / OUTPUT_STRIDE
         channels = self._channels(len(cells), meta)
-        maps = [render_heatmap(cells, channels, self.num_keypoints, shape, s)
+        maps = [render_heatmap(cells, channels, self.num_keypoints, shape, s, self.merge)
                 for s in (*self.global_sigmas, self.refine_sigma)]
         targets = {"global": torch.from_numpy(np.concatenate(maps[:-1])), "refine": torch.from_numpy(maps[-1])}
         if self.num_keypoints > 1:  # (K, 1, 1): which keypoint types this sample has (OHKM's valid units)
@@ -343,21 +357,35 @@ class CPN(CrowdModel):
     `ohkm` toggles hard mining on RefineNet; `ohkm_fraction` is the share of units kept per sample
     (published: 8 of 17 keypoints). Units are keypoint channels when K > 1. With K = 1 they are
     non-overlapping `ohkm_cell` x `ohkm_cell` blocks of output cells (16x16 input pixels by default), so the
-    loss concentrates on the regions where heads are missed, merged or hallucinated."""
+    loss concentrates on the regions where heads are missed, merged or hallucinated.
+
+    `count` (crowd mode) says what the count is: "peaks", the number of heatmap peaks above the threshold, or
+    "mass", the heatmap's sum over the image divided by the sum of one target Gaussian (its targets then add
+    overlapping Gaussians instead of taking their maximum). Peaks merge heads closer than about two output cells
+    (8 px), which dense scenes have many of; the mass still counts them."""
 
     stride = 32
+    # The heatmap reaches 346 px (resnet18) / 342 px (resnet50) beyond a 32-aligned block: the farthest input pixel
+    # with a nonzero gradient once every residual branch is live (timm zero-initializes their last BN, which
+    # would hide them). + one 4 px output cell for the peaks' 3x3 window, rounded up to 32. Deeper backbones
+    # reach further: measure them before tiling.
+    receptive_context = 352
 
     def __init__(self, num_keypoints: int = 1, backbone: str = "resnet50",
                  pretrained: bool | str | os.PathLike = False, sigma: float | None = None, ohkm: bool = True,
-                 ohkm_fraction: float = 8 / 17, ohkm_cell: int = 4, flip_test: bool = True):
+                 ohkm_fraction: float = 8 / 17, ohkm_cell: int = 4, flip_test: bool = True, count: str = "peaks"):
         super().__init__()
+        if count not in COUNTS:
+            raise ZooError(f"cpn: count must be one of {', '.join(COUNTS)}, got {count!r}")
         self.num_keypoints = num_keypoints
+        self.count = count
         self.flip_test = flip_test
         # Which channel a keypoint type becomes in a mirrored image; known for COCO's 17 types.
         coco = num_keypoints == len(COCO_KEYPOINTS)
         self.mirror = torch.from_numpy(mirror_permutation(list(COCO_KEYPOINTS))) if coco else None
         self.refine_sigma = sigma or (CROWD_SIGMA if num_keypoints == 1 else POSE_SIGMAS[-1])
         self.global_sigmas = level_sigmas(self.refine_sigma)
+        self.head_mass = target_mass(self.refine_sigma)
         self.ohkm, self.ohkm_fraction, self.ohkm_cell = ohkm, ohkm_fraction, ohkm_cell
         self.backbone = build_backbone(backbone, pretrained)
         self.global_net = GlobalNet(self.backbone.feature_info.channels()[::-1], num_keypoints)
@@ -381,7 +409,9 @@ class CPN(CrowdModel):
         return {"global": global_maps, "refine": self.refine_net(pyramid, size)}
 
     def target_encoder(self) -> HeatmapEncoder:
-        return HeatmapEncoder(self.num_keypoints, self.global_sigmas, self.refine_sigma)
+        # A count from the mass needs every head's whole Gaussian in the target: overlaps add up
+        return HeatmapEncoder(self.num_keypoints, self.global_sigmas, self.refine_sigma,
+                              "sum" if self.count == "mass" else "max")
 
     def loss(self, outputs: dict, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         mask = batch.valid_mask(OUTPUT_STRIDE)
@@ -416,8 +446,14 @@ class CPN(CrowdModel):
         predictions = []
         for (points, scores, _), size, dense in zip(find_peaks(heat, sizes, threshold), sizes, overlay, strict=True):
             h, w = (-(-int(s) // OUTPUT_STRIDE) for s in size)
-            predictions.append(Prediction(count=float(len(points)), points=points, scores=scores,
-                                          dense_map=dense[:h, :w].cpu().numpy(), map_stride=OUTPUT_STRIDE))
+            dense = dense[:h, :w]
+            if self.count == "mass":  # the map, in heads per cell, integrates to the count (GAME sums its regions)
+                dense = dense.clamp(min=0) / self.head_mass
+                count = float(dense.sum())
+            else:
+                count = float(len(points))
+            predictions.append(Prediction(count=count, points=points, scores=scores, dense_map=dense.cpu().numpy(),
+                                          map_stride=OUTPUT_STRIDE, map_is_density=self.count == "mass"))
         return predictions
 
 
