@@ -14,7 +14,9 @@ speed is compared at equal work.
     P2PNET_PUBLISHED=/somewhere/p2pnet CSRNET_PUBLISHED=/somewhere/csrnet python -m benchmarks.published_speed
 
 It runs `zoo bench` on each published model and its zoo counterpart (p2pnet, csrnet) at 768x1024, batch 1, in
-fp32 and in bf16 autocast + channels_last, and appends the rows to results/bench.csv.
+fp32 and in bf16 autocast + channels_last, then the zoo model alone compiled (bf16 and fp32, channels_last) and on
+onnxruntime (fp32, and int8 calibrated on the synthetic training images), each run with its own fp32 reference row,
+and appends every row to results/bench.csv.
 """
 
 from __future__ import annotations
@@ -154,11 +156,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--models: {name!r} is not one of {', '.join(PAIRS)}")
         with tempfile.TemporaryDirectory() as folder:
             zoo_model = PAIRS[name][0]
-            weights = shared_weights(name, Path(folder))
-            cfg = BenchConfig(models=[name, zoo_model], resolution=args.resolution, dtypes=("bf16",),
-                              channels_last=True, fp32_reference=True, iters=args.iters, train_step=False,
-                              weights={zoo_model: str(weights)}, data=None, out=args.out)
-            run_bench(cfg)
+            weights = {zoo_model: str(shared_weights(name, Path(folder)))}
+            common = dict(resolution=args.resolution, fp32_reference=True, iters=args.iters, train_step=False,
+                          weights=weights, data=None, out=args.out)
+            # both codes under the same settings: plain fp32, and bf16 autocast + channels_last
+            run_bench(BenchConfig(models=[name, zoo_model], dtypes=("bf16",), channels_last=True, **common))
+            # the zoo's other paths on the same weights: compiled (weights frozen), onnxruntime fp32 and int8
+            run_bench(BenchConfig(models=[zoo_model], dtypes=("bf16", "fp32", "int8"), channels_last=True,
+                                  compile=True, runtimes=("torch", "onnxruntime"), **common))
     return 0
 
 
