@@ -16,7 +16,7 @@ from zoo.cli import main
 from zoo.data.synthetic import generate
 from zoo.export import export_onnx
 from zoo.models.fold import prepare_for_inference
-from zoo.quantize import calibration_batches, quantize_onnx
+from zoo.quantize import calibration_batches, edge_convolutions, quantize_onnx
 from zoo.registry import create_model
 from zoo.runtime import OnnxRunner
 
@@ -86,3 +86,15 @@ def test_calibration_images_are_whole_training_images_padded_to_the_stride(crowd
     batches = list(calibration_batches(str(crowds), 32, count=3))
     assert len(batches) == 3 and all(b.shape == (1, 3, 96, 128) and b.dtype == np.float32 for b in batches)
     assert len(list(calibration_batches(str(crowds), 32, count=10))) == 3  # no more than the train split holds
+
+
+def test_the_convolutions_at_the_input_and_the_outputs_stay_float(tmp_path):
+    model = seeded_csrnet()
+    export_onnx(model, tmp_path / "fp32.onnx", threshold=0.02)
+    graph = onnx.load(tmp_path / "fp32.onnx").graph
+    convs = {node.name: node for node in graph.node if node.op_type == "Conv"}
+    edges = edge_convolutions(onnx.load(tmp_path / "fp32.onnx"))
+    assert len(convs) == 17 and len(edges) == 2
+    reads_image = [n for n in edges if "images" in convs[n].input]
+    writes_density = [n for n in edges if "density" in convs[n].output]
+    assert len(reads_image) == 1 and len(writes_density) == 1

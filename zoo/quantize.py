@@ -67,7 +67,8 @@ def quantize_onnx(source: str | Path, out: str | Path, batches: Iterator, note: 
         # resolve the exporter's stride-multiple dimensions and is not needed for convolutions.
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=edge_convolutions(onnx.load(str(prepared))))
         if not reader.seen:
             raise ZooError(f"{source}: no calibration images, so int8 ranges cannot be measured")
         model = onnx.load(str(quantized))
@@ -77,3 +78,25 @@ def quantize_onnx(source: str | Path, out: str | Path, batches: Iterator, note: 
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     atomic_write(Path(out), lambda tmp: onnx.save(model, tmp))
+
+
+def edge_convolutions(model) -> list[str]:
+    """The convolutions that read the input image and those whose results reach an output without passing
+    another convolution: they stay float32. A count sums thousands of output cells (or thresholds logits), so the
+    output layer's rounding does not average out, and the first layer sees raw pixels with their full range;
+    both are a small share of the products."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    inputs = {i.name for i in model.graph.input}
+    kept = {node.name for node in model.graph.node if node.op_type == "Conv" and set(node.input) & inputs}
+    pending = [o.name for o in model.graph.output]
+    seen = set()
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type == "Conv":
+            kept.add(node.name)
+        else:
+            pending += list(node.input)
+    return sorted(kept)
