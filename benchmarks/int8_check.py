@@ -24,11 +24,11 @@ from zoo.data.dataset import resolve_splits
 from zoo.evaluate import evaluate
 from zoo.export import checkpoint_metadata, export_onnx
 from zoo.predict import load_inference
-from zoo.quantize import CALIBRATION_IMAGES, calibration_batches, quantize_onnx
+from zoo.quantize import CALIBRATION_IMAGES, METHOD, calibration_batches, quantize_onnx
 from zoo.runtime import OnnxRunner
 
 COLUMNS = ["date", "git_commit", "device_name", "cpu_threads", "torch", "model", "weights", "data", "images",
-           "calibration_images", "count_fp32", "count_int8", "total_rel_diff", "mean_image_rel_diff",
+           "quantization", "calibration_images", "count_fp32", "count_int8", "total_rel_diff", "mean_image_rel_diff",
            "max_image_rel_diff", "mae_fp32", "mae_int8", "accepted"]
 TOLERANCE = 0.01
 
@@ -50,10 +50,10 @@ def check(weights: str, data: str, calibration_images: int) -> dict:
     total = {p: float(c.sum()) for p, c in counts.items()}
     total_diff = (total["int8"] - total["fp32"]) / max(abs(total["fp32"]), 1.0)
     return {**environment(torch.device("cpu")), "model": run.model.registry_name, "weights": weights, "data": data,
-            "images": len(per_image), "calibration_images": calibration_images, "count_fp32": total["fp32"],
-            "count_int8": total["int8"], "total_rel_diff": total_diff, "mean_image_rel_diff": per_image.mean(),
-            "max_image_rel_diff": per_image.max(), "mae_fp32": scored["fp32"].summary()["mae"],
-            "mae_int8": scored["int8"].summary()["mae"],
+            "images": len(per_image), "quantization": METHOD, "calibration_images": calibration_images,
+            "count_fp32": total["fp32"], "count_int8": total["int8"], "total_rel_diff": total_diff,
+            "mean_image_rel_diff": per_image.mean(), "max_image_rel_diff": per_image.max(),
+            "mae_fp32": scored["fp32"].summary()["mae"], "mae_int8": scored["int8"].summary()["mae"],
             "accepted": bool(abs(total_diff) <= TOLERANCE and per_image.mean() <= TOLERANCE)}
 
 
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for weights in args.weights:
         row = check(weights, args.data, args.calibration_images)
-        print(", ".join(f"{k} {row[k]:.4g}" if isinstance(row[k], float) else f"{k} {row[k]}" for k in COLUMNS[5:]))
+        print(", ".join(f"{k} {row[k]:.4g}" if isinstance(row[k], float) else f"{k} {row[k]}" for k in COLUMNS[5:]
+                        if k != "quantization"))
         append_rows(args.out, [row], COLUMNS, schema="benchmarks.int8_check.COLUMNS", remedy="move the file aside")
     return 0
 
