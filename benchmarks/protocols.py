@@ -188,7 +188,7 @@ def run_job(job: Job, budget: Budget, setup: Setup) -> dict:
 
 def speed_columns(model: str, setup: Setup) -> dict:
     """The harness's cost of `model` at the benchmark resolution, in the dtype the suite trains with."""
-    dtype = {amp: dtype for dtype, amp in AMP.items()}[setup.amp]
+    dtype = next(d for d in ("fp32", "bf16", "fp16") if AMP[d] == setup.amp)  # int8 also runs without autocast
     cfg = BenchConfig(models=[model], resolution=setup.bench_resolution, dtypes=(dtype,), device=setup.device,
                       out=None, isolate=setup.bench_isolate)
     measured = run_bench(cfg, console=setup.console)[0]
