@@ -22,10 +22,13 @@ and appends every row to results/bench.csv.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -140,6 +143,113 @@ def shared_weights(name: str, folder: Path) -> Path:
     return path
 
 
+# ---- paired timing: every variant once per round, in one process ------------------------------------------------
+# On a shared or virtual CPU the throughput of the same product drifts by 2-3x within seconds (measured here: a
+# bf16 matmul between 540 and 1780 GFLOP/s over 40 s), so rows timed one process after another compare moments,
+# not code. Rounds that run every variant once, in rotated order, see the same drift; the ratios are per round.
+
+PAIRED_COLUMNS = ["date", "git_commit", "device_name", "cpu_threads", "torch", "onnxruntime", "model", "code",
+                  "runtime", "dtype", "channels_last", "compile", "resolution", "rounds", "median_ms", "p10_ms",
+                  "p90_ms", "count", "speedup_vs_published_fp32", "speedup_vs_published_same_setting"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    code: str  # "published" or "zoo"
+    runtime: str = "torch"
+    dtype: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def setting(self) -> tuple:
+        return self.dtype, self.channels_last, self.compile
+
+
+VARIANTS = [Variant("published"), Variant("published", dtype="bf16", channels_last=True), Variant("zoo"),
+            Variant("zoo", dtype="bf16", channels_last=True),
+            Variant("zoo", dtype="bf16", channels_last=True, compile=True),
+            Variant("zoo", runtime="onnxruntime"), Variant("zoo", runtime="onnxruntime", dtype="int8")]
+
+
+def paired_runners(name: str, folder: Path, resolution: tuple[int, int]) -> dict[Variant, tuple]:
+    """Each variant's (forward callable, decoding model, input) on the same seeded weights."""
+    import torch._inductor.config as inductor
+
+    from zoo.bench.measure import bench_images
+    from zoo.export import export_onnx
+    from zoo.models.fold import prepare_for_inference
+    from zoo.quantize import calibration_batches, quantize_onnx
+    from zoo.registry import create_model
+    from zoo.runtime import OnnxRunner
+
+    weights = shared_weights(name, folder)
+    torch.manual_seed(0)
+    published = create_model(name).eval()
+    zoo = prepare_for_inference(create_model(PAIRS[name][0], checkpoint_path=weights))
+    export_onnx(zoo, folder / "fp32.onnx", threshold=PAIRS[name][1].threshold)
+    quantize_onnx(folder / "fp32.onnx", folder / "int8.onnx", calibration_batches("synthetic", zoo.stride),
+                  "train split of synthetic")
+    image = bench_images(resolution, 1)
+    last = image.contiguous(memory_format=torch.channels_last)
+    published_last = copy.deepcopy(published).to(memory_format=torch.channels_last)
+    zoo_last = copy.deepcopy(zoo).to(memory_format=torch.channels_last)
+    inductor.freezing = True  # as zoo bench --compile: weights prepacked once
+    runners = {}
+    for variant in VARIANTS:
+        if variant.runtime == "onnxruntime":
+            runners[variant] = (OnnxRunner(folder / f"{variant.dtype}.onnx"), zoo, image)
+            continue
+        model = {("published", False): published, ("published", True): published_last, ("zoo", False): zoo,
+                 ("zoo", True): zoo_last}[variant.code, variant.channels_last]
+        runners[variant] = (torch.compile(model) if variant.compile else model, model,
+                            last if variant.channels_last else image)
+    return runners
+
+
+@torch.no_grad()
+def paired_timing(name: str, rounds: int, resolution: tuple[int, int]) -> list[dict]:
+    import numpy as np
+
+    from zoo.bench.report import environment
+    from zoo.evaluate import autocast
+
+    with tempfile.TemporaryDirectory() as folder:
+        runners = paired_runners(name, Path(folder), resolution)
+        seconds = {v: [] for v in runners}
+        counts = {}
+        sizes = torch.tensor([resolution])
+        for r in range(rounds + 1):  # round 0 warms up (and compiles)
+            order = list(runners)[r % len(runners):] + list(runners)[: r % len(runners)]
+            for variant in order:
+                forward, model, images = runners[variant]
+                with autocast("cpu", "bf16" if variant.dtype == "bf16" else "off"):
+                    start = time.perf_counter()
+                    outputs = forward(images)
+                    elapsed = time.perf_counter() - start
+                if r:
+                    seconds[variant].append(elapsed)
+                counts[variant] = model.decode(outputs, sizes, PAIRS[name][1].threshold)[0].count
+    import onnxruntime
+
+    env = environment(torch.device("cpu"))
+    base = seconds[VARIANTS[0]]
+    same = {v.setting: seconds[v] for v in VARIANTS if v.code == "published"}
+    rows = []
+    for variant, times in seconds.items():
+        times = np.array(times)
+        reference = same.get(variant.setting) if variant.runtime == "torch" and not variant.compile else None
+        rows.append({**env, "onnxruntime": onnxruntime.__version__, "model": PAIRS[name][0], "code": variant.code,
+                     "runtime": variant.runtime, "dtype": variant.dtype, "channels_last": variant.channels_last,
+                     "compile": variant.compile, "resolution": f"{resolution[0]}x{resolution[1]}", "rounds": rounds,
+                     "median_ms": 1e3 * np.median(times), "p10_ms": 1e3 * np.percentile(times, 10),
+                     "p90_ms": 1e3 * np.percentile(times, 90), "count": counts[variant],
+                     "speedup_vs_published_fp32": float(np.median(np.array(base) / times)),
+                     "speedup_vs_published_same_setting":
+                         None if reference is None else float(np.median(np.array(reference) / times))})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from zoo.bench.config import BenchConfig, parse_list, parse_resolution
     from zoo.bench.run import run_bench
@@ -149,11 +259,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--resolution", type=parse_resolution, default=(768, 1024), help="HEIGHTxWIDTH")
     parser.add_argument("--out", type=Path, default=Path("results/bench.csv"))
+    parser.add_argument("--paired", type=int, metavar="ROUNDS",
+                        help="instead: time every variant once per round in one process (see PAIRED_COLUMNS), "
+                             "appending to results/published_speed.csv")
     args = parser.parse_args(argv)
     register()
     for name in parse_list(args.models, "--models"):
         if name not in PAIRS:
             raise SystemExit(f"--models: {name!r} is not one of {', '.join(PAIRS)}")
+        if args.paired:
+            from zoo.csvrows import append_rows
+
+            rows = paired_timing(name, args.paired, args.resolution)
+            for row in rows:
+                print(" ".join(f"{k}={row[k]:.3g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+                               for k in ("model", "code", "runtime", "dtype", "channels_last", "compile",
+                                         "median_ms", "count", "speedup_vs_published_fp32",
+                                         "speedup_vs_published_same_setting")), flush=True)
+            append_rows(Path("results/published_speed.csv"), rows, PAIRED_COLUMNS, schema="PAIRED_COLUMNS",
+                        remedy="move the file aside")
+            continue
         with tempfile.TemporaryDirectory() as folder:
             zoo_model = PAIRS[name][0]
             weights = {zoo_model: str(shared_weights(name, Path(folder)))}
