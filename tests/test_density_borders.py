@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from zoo import density as D
+from zoo.errors import ZooError
 
 
 def erf_profile(centre: float, sigma: float, length: int, valid: int, cell: int) -> np.ndarray:
@@ -80,3 +81,35 @@ def test_no_mass_further_than_five_sigma_from_its_head(edge):
     assert far.any()
     # Renormalization at most doubles a 1-D profile (a head on the edge keeps half), so 4 x the tail bound.
     assert rendered[far].sum() < 4 * math.erfc(5 / math.sqrt(2))
+
+
+@pytest.mark.parametrize("cell", [1, 8])
+def test_heads_past_the_valid_region_count_once_on_its_border(cell):
+    # zoo/density.py clamps points into the valid region, so a head annotated just outside the image still counts.
+    size, valid = (40, 56), (37, 50)
+    outside = [(-4.0, 12.0), (61.0, 20.0), (30.0, -2.5), (18.0, 44.0), (-1.0, 39.0)]
+    clamped = [(min(max(x, 0.0), valid[1]), min(max(y, 0.0), valid[0])) for x, y in outside]
+    sigmas = np.full(len(outside), SIGMA)
+    got = D.render_density(np.array(outside), sigmas, size, cell, valid)
+    np.testing.assert_allclose(got, reference_map(clamped, sigmas, size, cell, valid), atol=1e-12)
+    assert got.sum() == pytest.approx(len(outside))
+
+
+@pytest.mark.parametrize("size", [(40, 56), (16, 8)])
+def test_no_heads_is_a_zero_map_of_the_cell_grid(size):
+    got = D.render_density(np.zeros((0, 2)), np.zeros(0), size, cell=8)
+    assert got.shape == (size[0] // 8, size[1] // 8) and not got.any()
+
+
+@pytest.mark.parametrize("size", [(42, 56), (40, 50)])
+def test_a_map_side_that_is_not_a_multiple_of_the_cell_is_refused(size):
+    with pytest.raises(ValueError, match=f"{size[0]}x{size[1]} is not a multiple of 8"):
+        D.render_density(np.array([[10.0, 10.0]]), np.array([SIGMA]), size, cell=8)
+
+
+@pytest.mark.parametrize("bad", [{"sigma_mode": "knn"}, {"sigma": 0.0}, {"beta": -0.1}, {"neighbours": 0}])
+def test_density_parameters_out_of_range_are_refused(bad):
+    with pytest.raises(ZooError, match="sigma_mode|must be"):
+        D.DensityParams(**bad)
+    D.DensityParams(**{k: v for k, v in {"sigma_mode": "fixed", "sigma": 1.0, "beta": 0.5, "neighbours": 1}.items()
+                       if k in bad})  # the same field in range is accepted
