@@ -22,9 +22,9 @@ from zoo.bench.report import environment
 from zoo.csvrows import append_rows
 from zoo.data.dataset import resolve_splits
 from zoo.evaluate import evaluate
-from zoo.export import checkpoint_metadata, export_onnx
+from zoo.export import checkpoint_metadata
 from zoo.predict import load_inference
-from zoo.quantize import CALIBRATION_IMAGES, METHOD, calibration_batches, quantize_onnx
+from zoo.quantize import CALIBRATION_IMAGES, METHOD, export_int8
 from zoo.runtime import OnnxRunner
 
 COLUMNS = ["date", "git_commit", "device_name", "cpu_threads", "torch", "model", "weights", "data", "images",
@@ -38,10 +38,9 @@ def check(weights: str, data: str, calibration_images: int) -> dict:
     splits = resolve_splits(data)
     key = f"{splits.name}:test"
     with tempfile.TemporaryDirectory(prefix="zoo-int8-check-") as folder:
-        fp32, int8 = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
-        export_onnx(run.model, fp32, threshold=run.threshold, metadata=checkpoint_metadata(weights))
-        quantize_onnx(fp32, int8, calibration_batches(data, run.model.stride, calibration_images),
-                      f"train split of {data}")
+        int8 = Path(folder) / "int8.onnx"
+        export_int8(run.model, int8, data, threshold=run.threshold, images=calibration_images,
+                    metadata=checkpoint_metadata(weights))
         runner = OnnxRunner(int8)
         scored = {precision: evaluate(run.model, splits.test, key, threshold=run.threshold, forward=forward)
                   for precision, forward in (("fp32", None), ("int8", runner))}

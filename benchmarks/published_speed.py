@@ -179,7 +179,7 @@ def paired_runners(name: str, folder: Path, resolution: tuple[int, int]) -> dict
     from zoo.bench.measure import bench_images
     from zoo.export import export_onnx
     from zoo.models.fold import prepare_for_inference
-    from zoo.quantize import calibration_batches, quantize_onnx
+    from zoo.quantize import quantize_on_training_images
     from zoo.registry import create_model
     from zoo.runtime import OnnxRunner
 
@@ -188,8 +188,7 @@ def paired_runners(name: str, folder: Path, resolution: tuple[int, int]) -> dict
     published = create_model(name).eval()
     zoo = prepare_for_inference(create_model(PAIRS[name][0], checkpoint_path=weights))
     export_onnx(zoo, folder / "fp32.onnx", threshold=PAIRS[name][1].threshold)
-    quantize_onnx(folder / "fp32.onnx", folder / "int8.onnx", calibration_batches("synthetic", zoo.stride),
-                  "train split of synthetic")
+    quantize_on_training_images(folder / "fp32.onnx", folder / "int8.onnx", "synthetic", zoo.stride)
     image = bench_images(resolution, 1)
     last = image.contiguous(memory_format=torch.channels_last)
     published_last = copy.deepcopy(published).to(memory_format=torch.channels_last)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -211,14 +210,11 @@ def cmd_export(args) -> int:
     if not args.int8:
         export_onnx(run.model, Path(args.out), threshold=run.threshold, opset=args.opset, metadata=metadata)
     else:
-        from zoo.quantize import calibration_batches, quantize_onnx
+        from zoo.quantize import export_int8
 
         data = args.calibration or run.state.get("config", {}).get("train", {}).get("data", "synthetic")
-        batches = calibration_batches(data, run.model.stride, args.calibration_images)
-        with tempfile.TemporaryDirectory(prefix="zoo-export-") as folder:
-            fp32 = Path(folder) / "fp32.onnx"
-            export_onnx(run.model, fp32, threshold=run.threshold, opset=args.opset, metadata=metadata)
-            quantize_onnx(fp32, Path(args.out), batches, f"train split of {data}")
+        export_int8(run.model, Path(args.out), data, threshold=run.threshold, images=args.calibration_images,
+                    opset=args.opset, metadata=metadata)
     precision = "int8 (QDQ)" if args.int8 else "float32"
     console.print(f"{escape(args.weights)} -> {escape(args.out)}: {run.model.registry_name}, ONNX opset {args.opset}, "
                   f"{precision}, input (batch, 3, height, width) with height and width multiples of "
@@ -421,9 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-image", metavar="CSV", help="also write one row per image to this CSV")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: as trained)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow weights files that hold pickled Python objects (they can run code while loading); "
-                        "by default only tensors and plain values are read")
+    _add_trust_pickle(p)
     p.add_argument("--json", action="store_true", help="last stdout line: the metrics as one JSON object")
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_eval)
@@ -439,9 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="consecutive same-size images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: as trained)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow weights files that hold pickled Python objects (they can run code while loading); "
-                        "by default only tensors and plain values are read")
+    _add_trust_pickle(p)
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: count every Nth frame (default 1)")
     p.add_argument("--video-out", action="store_true",
                    help="videos: also write OUT/<stem>_overlay.avi, the counted frames with their overlays")
@@ -460,9 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="the published .pth / .pth.tar file")
     p.add_argument("--model", required=True, help="registered model name it is for (see zoo list)")
     p.add_argument("--out", required=True, help="zoo checkpoint to write (.pt)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow weights files that hold pickled Python objects (they can run code while loading); "
-                        "by default only tensors and plain values are read")
+    _add_trust_pickle(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="write a checkpoint's network as an ONNX file (dynamic batch, height, width)")
@@ -477,11 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--int8: dataset whose training images calibrate it (default: the one it was trained on)")
     p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
                    help=f"--int8: calibration images (default {CALIBRATION_IMAGES})")
+    _add_trust_pickle(p)
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def _add_trust_pickle(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow weights files that hold pickled Python objects (they can run code while loading); "
                         "by default only tensors and plain values are read")
-    p.set_defaults(func=cmd_export)
-    return parser
 
 
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:

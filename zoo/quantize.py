@@ -94,6 +94,24 @@ def quantize_onnx(source: str | Path, out: str | Path, batches: Iterator, note: 
     atomic_write(Path(out), lambda tmp: onnx.save(model, tmp))
 
 
+def quantize_on_training_images(source: str | Path, out: str | Path, data: str, stride: int,
+                                images: int = CALIBRATION_IMAGES) -> None:
+    """`quantize_onnx` calibrated on `images` seeded training images of dataset `data`, recorded as such."""
+    quantize_onnx(source, out, calibration_batches(data, stride, images), f"train split of {data}")
+
+
+def export_int8(model, out: str | Path, data: str, *, threshold: float, images: int = CALIBRATION_IMAGES,
+                **export_options) -> None:
+    """`model` exported as `zoo.export.export_onnx` exports it (to a temporary fp32 file) and quantized to `out`,
+    calibrated on `images` training images of `data`."""
+    from zoo.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="zoo-int8-export-") as folder:
+        fp32 = Path(folder) / "fp32.onnx"
+        export_onnx(model, fp32, threshold=threshold, **export_options)
+        quantize_on_training_images(fp32, out, data, model.stride, images)
+
+
 def edge_convolutions(model) -> list[str]:
     """The convolutions that read the input image and those whose results reach an output without passing
     another convolution: they stay float32. A count sums thousands of output cells (or thresholds logits), so the

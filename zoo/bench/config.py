@@ -52,7 +52,7 @@ class BenchConfig:
 
     def settings(self) -> list[Setting]:
         chosen = [Setting(d, self.channels_last, self.compile) for d in self.dtypes
-                  if "torch" in self.runtimes and d not in ("int8",)]
+                  if "torch" in self.runtimes and d != "int8"]
         if "onnxruntime" in self.runtimes:
             chosen += [Setting(d, runtime="onnxruntime") for d in self.dtypes if d in ONNX_DTYPES]
         reference = Setting("fp32")

@@ -142,16 +142,12 @@ def export_for_unit(unit: Unit, path: Path) -> str:
     and its peak would otherwise be the unit's peak RSS."""
     model, threshold = build(unit)
     model = prepare_for_inference(model)
-    if unit.dtype != "int8":
-        export_onnx(model, path, threshold=threshold)
-        return str(path)
-    from zoo.quantize import calibration_batches, quantize_onnx
+    if unit.dtype == "int8":
+        from zoo.quantize import export_int8
 
-    fp32 = path.with_suffix(".fp32.onnx")
-    export_onnx(model, fp32, threshold=threshold)
-    quantize_onnx(fp32, path, calibration_batches(unit.calibration, model.stride),
-                  f"train split of {unit.calibration}")
-    fp32.unlink()
+        export_int8(model, path, unit.calibration, threshold=threshold)
+    else:
+        export_onnx(model, path, threshold=threshold)
     return str(path)
 
 
