@@ -108,6 +108,21 @@ def test_cells_protocol_writes_one_row_per_draw_and_skips_them_on_rerun(setup, m
     assert len(pd.read_csv(path)) == 2
 
 
+def test_a_budgets_validation_choices_reach_the_trainer_and_the_report(setup):
+    chosen = Budget(name="tiny-chosen", models=("tiny_density",), cells_sizes=(4,), cells_draws=1,
+                    crops_per_image=1, cells_crops=8, synthetic_crops=0, street_crops=0, street_crop_size=24,
+                    validations=1, rotate_cells=True, model_recipes={"tiny_density": {"lr": 0.05}},
+                    model_kwargs={"tiny_density": {"width": 4}})
+    protocols.PROTOCOLS["cells"](chosen, setup)
+    run = protocols.Job("cells", "tiny_density", "", 4, 0, chosen.cells_crops).out(chosen, setup)
+    record = load_checkpoint(run / "last.pt")["config"]
+    assert record["recipe"]["rotate"] and record["recipe"]["lr"] == 0.05
+    assert record["train"]["model_kwargs"] == {"width": 4} and record["train"]["channels_last"]
+    markdown = report.write_report(setup.results, {"tiny-chosen": chosen}).read_text()
+    assert "jitter, and quarter turns on cells;" in markdown
+    assert "except what this budget chose on validation (tiny_density lr=0.05, width=4)" in markdown
+
+
 def test_a_lost_row_is_rebuilt_from_its_finished_run_without_training_again(setup):
     protocols.PROTOCOLS["cells"](TINY, setup)
     path = rows.csv_path(setup.results, "cells")
@@ -172,7 +187,7 @@ def test_report_shows_mean_and_spread_beside_the_anchors_and_lists_missing_rows(
     results = tmp_path / "results"
     budget = Budget(name="tiny", models=("tiny_density", "other"), cells_sizes=(32, 64), cells_draws=2,
                     crops_per_image=1, cells_crops=64, synthetic_crops=64, street_crops=64, street_crop_size=256,
-                    validations=1)
+                    validations=1, cells_models={32: ("tiny_density",)})
     for draw, mae in ((0, 3.0), (1, 5.5)):
         rows.append_row(rows.csv_path(results, "cells"), fake_row("cells", "tiny_density", 64, draw, mae), "cells")
     speed = {"bench_status": "ok", "bench_resolution": "768x1024", "bench_dtype": "bf16", "params_total": 2e6,
@@ -195,6 +210,8 @@ def test_report_shows_mean_and_spread_beside_the_anchors_and_lists_missing_rows(
     assert "N = 64: best is tiny_density at 4.25 MAE" in markdown
     assert "Count-ception (Cohen et al. 2017) 2.3: not reached" in markdown
     assert "cells tiny_density N=32 draw 0" in markdown and "street other" in markdown
+    assert "cells other N=64 draw 0" in markdown and "cells other N=32" not in markdown  # N = 32 trains one model
+    assert not any(r[0] == "other" and r[2] == "32" for r in cells)
     assert (results / "comparison.png").stat().st_size > 0 and "comparison.png" in markdown
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,10 @@ import torch
 from conftest import write_shanghaitech
 
 from zoo.checkpoint import load_checkpoint
+from zoo.data.dataset import resolve_splits
 from zoo.errors import ZooError
+from zoo.evaluate import evaluate
+from zoo.predict import load_inference
 from zoo.train import TrainConfig, train
 
 TESTS = Path(__file__).resolve().parent
@@ -49,6 +53,39 @@ def test_training_lowers_the_loss_and_writes_metrics(dataset, tmp_path):
     assert set(result) >= {"mae", "mse", "f1_4", "f1_8", "epochs", "checkpoint"}
     assert json.loads((tmp_path / "test_metrics.json").read_text())["mae"] == result["mae"]
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 6
+
+
+def test_the_threshold_is_chosen_on_validation_and_decodes_the_checkpoint(dataset, tmp_path, monkeypatch):
+    counted_decode = tiny_family.TinyDensity.decode
+
+    def count_cells_above(self, outputs, sizes, threshold):  # a count that depends on the threshold, as P2PNet's
+        return [replace(p, count=float(len(p.points))) for p in counted_decode(self, outputs, sizes, threshold)]
+
+    monkeypatch.setattr(tiny_family.TinyDensity, "decode", count_cells_above)
+    candidates = (0.02, 0.1, 0.3, 0.6, 5.0)
+    result = train(TrainConfig("tiny_density", data=str(dataset), out=str(tmp_path), amp="off",
+                               recipe={"epochs": 4, "threshold_candidates": candidates}))
+    best = load_checkpoint(tmp_path / "best.pt")
+    run = load_inference(tmp_path / "best.pt", fold_bn=False)
+    splits = resolve_splits(str(dataset))
+    # Each candidate scored on its own forward pass: the recorded one has the lowest validation MAE.
+    val = {t: evaluate(run.model, splits.val, "val", threshold=t).summary()["mae"] for t in candidates}
+    assert best["threshold"] == run.threshold == min(candidates, key=val.get)
+    assert len(set(val.values())) > 1  # the choice mattered
+    assert best["threshold"] in set(pd.read_csv(tmp_path / "metrics.csv")["val_threshold"])
+    assert result["mae"] == pytest.approx(
+        evaluate(run.model, splits.test, "test", threshold=best["threshold"]).summary()["mae"])
+
+
+def test_the_recipes_batch_norm_momentum_sets_how_fast_running_statistics_move(dataset, tmp_path):
+    means = {}
+    for momentum in (0.1, 0.01):
+        out = tmp_path / str(momentum)
+        train(TrainConfig("tiny_density", data=str(dataset), out=str(out), amp="off", model_kwargs={"batch_norm": True},
+                          recipe={"epochs": 1, "bn_momentum": momentum}))
+        means[momentum] = load_checkpoint(out / "last.pt")["model"]["backbone.1.running_mean"]
+    # From zero, two steps move the running mean by 1 - (1 - m)^2 of the batch means: 19% at 0.1, 2% at 0.01.
+    assert 3 < means[0.1].norm() / means[0.01].norm() < 30
 
 
 def test_best_checkpoint_is_chosen_on_validation_never_on_test(dataset, tmp_path):

@@ -117,6 +117,7 @@ EXACT_OPS = {
     "crop": lambda s, rng: T.crop(s, int(rng.integers(-20, s.size[0])), int(rng.integers(-20, s.size[1])),
                                   int(rng.integers(1, 80)), int(rng.integers(1, 80))),
     "hflip": lambda s, rng: T.hflip(s),
+    "rot90": lambda s, rng: T.rot90(s, int(rng.integers(1, 4))),
     "pad": lambda s, rng: T.pad_to_multiple(s, int(rng.choice([8, 16, 32]))),
 }
 
@@ -149,6 +150,16 @@ def test_hflip_maps_pixel_edges_exactly():
     out = T.hflip(sample)
     np.testing.assert_allclose(out.points[:, 0], [10.0, 9.5, 0.25])
     assert out.image[0, 0, 0] == 9 and out.image[0, 9, 0] == 0
+
+
+def test_rot90_turns_counter_clockwise_like_numpy():
+    sample = make_sample(coded_image(4, 10), np.array([[0.5, 0.5], [9.75, 2.0]], np.float32))
+    out = T.rot90(sample, 1)
+    assert out.size == (10, 4) and out.image[9, 0, 0] == 0 and out.image[0, 0, 0] == 9  # column 9 is now row 0
+    np.testing.assert_allclose(out.points, [[0.5, 9.5], [2.0, 0.25]])
+    back = T.rot90(out, 3)
+    np.testing.assert_array_equal(back.image, sample.image)
+    np.testing.assert_allclose(back.points, sample.points, atol=1e-6)
 
 
 # ---- resizing and the training composition --------------------------------------------------------------------
@@ -190,10 +201,11 @@ def write_squares_dataset(tmp_path, seed: int = 0, n: int = 3) -> list[Record]:
     return records
 
 
-def test_point_dataset_training_crops_keep_points_on_content(tmp_path):
+@pytest.mark.parametrize("rotate", [False, True])
+def test_point_dataset_training_crops_keep_points_on_content(tmp_path, rotate):
     records = write_squares_dataset(tmp_path)
     dataset = PointDataset(records, "squares", stride=8, train=True, crop_size=32, crops_per_image=2,
-                           scale_range=(0.6, 1.6), flip=True, seed=3)
+                           scale_range=(0.6, 1.6), flip=True, rotate=rotate, seed=3)
     for epoch in range(4):
         dataset.set_epoch(epoch)
         for index in range(len(dataset)):

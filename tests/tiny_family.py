@@ -30,9 +30,10 @@ class TinyDensity(CrowdModel):
     stride = 4
     instances: list = []
 
-    def __init__(self, width: int = 8):
+    def __init__(self, width: int = 8, batch_norm: bool = False):
         super().__init__()
-        self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+        norm = [nn.BatchNorm2d(width)] if batch_norm else []
+        self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), *norm, nn.ReLU(),
                                       nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU())
         self.head = nn.Sequential(nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(width, 1, 1))
         TinyDensity.instances.append(self)

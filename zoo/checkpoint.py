@@ -49,9 +49,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 # What evaluation, prediction and fine-tuning read: the weights, the model they fit, the recorded training
-# settings (threshold, mixed precision, memory format, data, seed) and where they came from.
+# settings (mixed precision, memory format, data, seed), the decision threshold chosen on validation and where
+# they came from.
 INFERENCE_KEYS = ("model", "model_name", "model_kwargs", "config", "epoch", "step", "history", "best_val_mae",
-                  "provenance")
+                  "threshold", "provenance")
 
 
 def inference_state(state: dict) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -22,19 +23,26 @@ def autocast(device: torch.device | str, amp: str):
     return torch.autocast(device_type, dtype=dtype)
 
 
-@torch.no_grad()
-def evaluate(model, records, key: str, *, threshold: float, device="cpu", amp: str = "off",
-             channels_last: bool = False, batch_size: int = 1, workers: int = 0, on_image=None,
-             forward=None) -> Evaluator:
+def evaluate(model, records, key: str, *, threshold: float, **options) -> Evaluator:
     """Score `model` on `records` (whole images, zero-padded to the model's stride) with the counting
     `Evaluator`, or, for pose data (person records), on person crops with the OKS `PoseEvaluator`.
+    `options` are `evaluate_thresholds`'s."""
+    return evaluate_thresholds(model, records, key, thresholds=(threshold,), **options)[0]
 
-    `on_image(prediction, batch_index_meta)` is called for every image (used by `zoo predict`-like callers).
+
+@torch.no_grad()
+def evaluate_thresholds(model, records, key: str, *, thresholds: Sequence[float], device="cpu", amp: str = "off",
+                        channels_last: bool = False, batch_size: int = 1, workers: int = 0, on_image=None,
+                        forward=None) -> list[Evaluator]:
+    """One evaluator per decision threshold, from one forward pass per image (the threshold only decodes).
+
+    `on_image(prediction, batch_index_meta)` is called for every image, with its prediction at the first
+    threshold (used by `zoo predict`-like callers).
     `forward` (images -> outputs) runs in place of `model` (another runtime of it); `model` decodes.
     """
     dataset = PointDataset(records, key, stride=model.stride)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers)
-    evaluator = PoseEvaluator(records) if is_pose(records) else Evaluator()
+    evaluators = [PoseEvaluator(records) if is_pose(records) else Evaluator() for _ in thresholds]
     was_training = model.training
     model.eval()
     for batch in loader:
@@ -43,10 +51,12 @@ def evaluate(model, records, key: str, *, threshold: float, device="cpu", amp: s
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             outputs = (forward or model)(images)
-        predictions = model.decode(outputs, batch.sizes.to(device), threshold)
-        for prediction, points, size, meta in zip(predictions, batch.points, batch.sizes, batch.meta, strict=True):
-            evaluator.add(prediction, points.numpy(), tuple(size.tolist()), name=meta["path"], meta=meta)
-            if on_image is not None:
-                on_image(prediction, meta)
+        for k, (threshold, evaluator) in enumerate(zip(thresholds, evaluators, strict=True)):
+            predictions = model.decode(outputs, batch.sizes.to(device), threshold)
+            for prediction, points, size, meta in zip(predictions, batch.points, batch.sizes, batch.meta,
+                                                      strict=True):
+                evaluator.add(prediction, points.numpy(), tuple(size.tolist()), name=meta["path"], meta=meta)
+                if on_image is not None and k == 0:
+                    on_image(prediction, meta)
     model.train(was_training)
-    return evaluator
+    return evaluators

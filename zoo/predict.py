@@ -73,7 +73,8 @@ def load_inference(weights: str | Path, name: str | None = None, *, device: str 
     """The model a weights file holds (a zoo checkpoint, or a published one converted) on `device`, prepared for
     inference (batch norm folded, unless `fold_bn` is False: for a model that is trained further), with the
     settings every user of a checkpoint runs it with. Unset options default to what the training run recorded:
-    the recipe's threshold (else the registry recipe's), its mixed precision and its memory format."""
+    the threshold chosen on validation (else the recipe's, else the registry recipe's), its mixed precision and
+    its memory format."""
     target = resolve_device(device)
     model, state = model_from_checkpoint(Path(weights), name, device=str(target), trust_pickle=trust_pickle)
     if fold_bn:
@@ -81,7 +82,8 @@ def load_inference(weights: str | Path, name: str | None = None, *, device: str 
     config = state.get("config", {})
     recorded = config.get("train", {})
     if threshold is None:
-        threshold = config.get("recipe", {}).get("threshold", get_recipe(model.registry_name).threshold)
+        threshold = state.get("threshold", config.get("recipe", {}).get("threshold",
+                                                                      get_recipe(model.registry_name).threshold))
     if amp is None:
         # fp16 autocast exists for CUDA training only (with a scaler); on a CPU run the weights as trained.
         amp = recorded.get("amp", "off")

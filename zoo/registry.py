@@ -34,12 +34,19 @@ class Recipe:
     crop_size: int = 128
     scale_range: tuple[float, float] = (0.7, 1.3)
     flip: bool = True
+    rotate: bool = False  # random quarter turns too: for images with no up (cells), not for street scenes
     color_jitter: float = 0.2  # max relative change of brightness, contrast and saturation
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
     warmup_epochs: int = 1
     freeze_backbone_epochs: int = 0  # train only neck and heads first (the P2PNet notes' fine-tuning strategy)
     threshold: float = 0.5  # decision threshold used by `decode`
+    # Thresholds tried at each validation (one forward pass decodes them all): the one with the best validation
+    # score decodes that checkpoint and is recorded in it. Empty: `threshold` always.
+    threshold_candidates: tuple[float, ...] = ()
     eval_every: int = 1
+    # Batch norm's running-statistics momentum (torch: 0.1, an average over ~10 batches). Lower averages over more
+    # batches: less noise in the statistics that validation and inference use, more lag behind the weights.
+    bn_momentum: float = 0.1
 
     def override(self, **changes) -> Recipe:
         known = {f.name for f in fields(self)}

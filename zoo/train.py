@@ -40,7 +40,7 @@ from zoo.checkpoint import (
 from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset, is_pose, keypoint_types, resolve_splits
 from zoo.errors import ZooError
-from zoo.evaluate import autocast, evaluate
+from zoo.evaluate import autocast, evaluate, evaluate_thresholds
 from zoo.metrics import HEADLINE_METRICS
 from zoo.pose_metrics import SUMMARY_KEYS as POSE_KEYS
 from zoo.predict import load_inference
@@ -152,13 +152,16 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     net = create_model(cfg.model, **cfg.model_kwargs).to(device)  # a family without keypoint mode refuses the option
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = recipe.bn_momentum
     if main:
         for problem in splits.skipped:
             console.print(f"[yellow]skipped[/] {escape(problem)}", highlight=False, soft_wrap=True)
     train_set = PointDataset(splits.train, f"{splits.name}:train", stride=net.stride, train=True,
                              encoder=net.target_encoder(), crop_size=recipe.crop_size,
                              crops_per_image=recipe.crops_per_image, scale_range=recipe.scale_range,
-                             flip=recipe.flip, jitter=recipe.color_jitter, seed=cfg.seed)
+                             flip=recipe.flip, rotate=recipe.rotate, jitter=recipe.color_jitter, seed=cfg.seed)
     per_rank = recipe.batch_size // world
     sampler = DistributedSampler(train_set, num_replicas=world, rank=zdist.rank(), shuffle=True, seed=cfg.seed,
                                  drop_last=len(train_set) >= world)
@@ -180,7 +183,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
         console.print(f"run folder {out}")
     config_record = {"train": asdict(cfg), "recipe": asdict(recipe), "world_size": world}
     origin = provenance() if main else {}
-    start_epoch, step, history, best_mae = 0, 0, [], math.inf
+    start_epoch, step, history, best_mae, threshold = 0, 0, [], math.inf, recipe.threshold
     if cfg.resume and (out / "last.pt").is_file():
         state = load_checkpoint(out / "last.pt")
         check_same_run(state, config_record, out / "last.pt")
@@ -189,7 +192,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
-        best_mae = state["best_val_mae"]
+        best_mae, threshold = state["best_val_mae"], state.get("threshold", threshold)
         if main:
             console.print(f"resumed from {out / 'last.pt'} after epoch {start_epoch}")
     else:
@@ -242,10 +245,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
             row.update({f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()})
             last_epoch = epoch + 1 == recipe.epochs
             if main and splits.val and ((epoch + 1) % recipe.eval_every == 0 or last_epoch):
-                scored = evaluate(net, splits.val, f"{splits.name}:val", threshold=recipe.threshold, device=device,
-                                  amp=cfg.amp, channels_last=cfg.channels_last)
+                threshold, scored = validate(net, splits, recipe, cfg, device)
                 row.update({f"val_{k}": v for k, v in scored.summary().items() if k in VAL_COLUMNS})
-                row["val_selection"] = scored.selection_loss()
+                row["val_selection"], row["val_threshold"] = scored.selection_loss(), threshold
             history.append(row)
             if main:
                 # best_val_mae holds the selection loss: MAE, or 1 - AP for pose data
@@ -255,7 +257,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step,
                          "config": config_record, "history": history, "best_val_mae": best_mae,
-                         "provenance": origin}
+                         "threshold": threshold, "provenance": origin}
                 if improved:
                     save_checkpoint(out / "best.pt", inference_state(state))
                 save_checkpoint(out / "last.pt", state)
@@ -271,6 +273,15 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
         chosen = out / "best.pt" if math.isfinite(best_mae) else out / "last.pt"
         result.update(final_test(splits, chosen, recipe, cfg, device, console))
     return result
+
+
+def validate(net, splits, recipe, cfg: TrainConfig, device):
+    """The validation threshold (the recipe's, or the best of its candidates) and the evaluator at it."""
+    candidates = recipe.threshold_candidates or (recipe.threshold,)
+    scored = evaluate_thresholds(net, splits.val, f"{splits.name}:val", thresholds=candidates, device=device,
+                                 amp=cfg.amp, channels_last=cfg.channels_last)
+    best = min(range(len(candidates)), key=lambda k: scored[k].selection_loss())  # ties: the first candidate
+    return float(candidates[best]), scored[best]
 
 
 def provenance() -> dict:
@@ -300,7 +311,7 @@ def final_test(splits, chosen: Path, recipe, cfg: TrainConfig, device, console: 
         console.print("no test split: skipping the final test")
         return result
     # Loaded as `zoo eval` loads it (load_inference), so both report the same numbers for the same checkpoint.
-    run = load_inference(chosen, device=str(device), threshold=recipe.threshold, amp=cfg.amp)
+    run = load_inference(chosen, device=str(device), amp=cfg.amp)  # at the threshold the checkpoint records
     evaluator = evaluate(run.model, splits.test, f"{splits.name}:test", threshold=run.threshold, device=device,
                          amp=run.amp, channels_last=run.channels_last)
     evaluator.write_csv(out / "test_predictions.csv")

@@ -124,18 +124,20 @@ class PointDataset(Dataset):
     """Images and points, transformed jointly; the model family's encoder adds its targets.
 
     Training items are lists of `crops_per_image` random crops of one image (the collate flattens them);
-    evaluation items are whole images padded to the model's stride. A pose record (one with a person `box`) is
+    evaluation items are whole images padded to the model's stride. `rotate` adds random quarter turns, for
+    images with no up (cells under a microscope). A pose record (one with a person `box`) is
     instead cropped around its person to `person_shape` (`transforms.person_crop`): in training zoomed by a
     factor drawn from `scale_range` and mirrored with its keypoint types swapped left <-> right.
     """
 
     def __init__(self, records: list[Record], key: str, *, stride: int, train: bool = False, encoder=None,
                  crop_size: int = 128, crops_per_image: int = 1, scale_range=(1.0, 1.0), flip: bool = False,
-                 jitter: float = 0.0, seed: int = 0, person_shape: tuple[int, int] = PERSON_SHAPE):
+                 rotate: bool = False, jitter: float = 0.0, seed: int = 0,
+                 person_shape: tuple[int, int] = PERSON_SHAPE):
         self.records, self.key, self.stride, self.train, self.encoder = records, key, stride, train, encoder
         self.crop_size, self.crops_per_image, self.scale_range = crop_size, crops_per_image, scale_range
         self.person_shape = person_shape
-        self.flip, self.jitter, self.seed = flip, jitter, seed
+        self.flip, self.rotate, self.jitter, self.seed = flip, rotate, jitter, seed
         self.epoch = 0
         if train and crop_size % stride:
             raise ZooError(f"crop size {crop_size} must be a multiple of the model's stride {stride}")
@@ -175,6 +177,8 @@ class PointDataset(Dataset):
             c = T.random_crop(scaled, rng, self.crop_size)
             if self.flip and rng.random() < 0.5:
                 c = T.hflip(c)
+            if self.rotate:
+                c = T.rot90(c, int(rng.integers(4)))
             if self.jitter:
                 c = T.color_jitter(c, rng, self.jitter)
             crops.append(self._finish(c))

@@ -79,6 +79,18 @@ def hflip(sample: Sample) -> Sample:
     return replace(sample, image=np.ascontiguousarray(sample.image[:, ::-1]), points=points)
 
 
+def rot90(sample: Sample, turns: int) -> Sample:
+    """Rotate by `turns` quarter turns counter-clockwise (np.rot90's direction). Each turn maps pixel (row r,
+    column c) of a W-wide image to (W - 1 - c, r): continuous (x, y) goes to (y, W - x). Training crops only: a
+    padded sample's valid region (top-left) would not stay top-left."""
+    points = sample.points.copy()
+    for _ in range(turns % 4):
+        w = sample.image.shape[1]
+        points = np.stack([points[:, 1], w - points[:, 0]], 1).astype(np.float32)
+        sample = replace(sample, image=np.rot90(sample.image))
+    return replace(sample, image=np.ascontiguousarray(sample.image), points=points.reshape(-1, 2))
+
+
 def color_jitter(sample: Sample, rng: np.random.Generator, strength: float = 0.2) -> Sample:
     """Random brightness, contrast and saturation changes of up to +-strength (pixels only)."""
     img = sample.image.astype(np.float32)
