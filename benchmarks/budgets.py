@@ -10,7 +10,7 @@ decision threshold) is the model's own registry recipe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from zoo.errors import ZooError
 from zoo.registry import Recipe
@@ -20,7 +20,7 @@ AUGMENTATION_FIELDS = ("crop_size", "scale_range", "flip", "color_jitter")
 
 @dataclass(frozen=True)
 class Budget:
-    name: str  # recorded in every CSV row: "cpu-reduced", "cpu-long" or "full"
+    name: str  # recorded in every CSV row: "cpu-reduced", "cpu-long", "cells" or "full"
     models: tuple[str, ...]
     cells_sizes: tuple[int, ...]  # N, training images drawn from VGG cells 1-100
     cells_draws: int  # draws per N, seeded 0, 1, ...
@@ -31,6 +31,14 @@ class Budget:
     street_crop_size: int  # street photos are 768x1024 with ~16 heads: a 128 px crop holds a third of a head
     validations: int  # validation passes per run, spread evenly over its epochs (the last epoch always has one)
     note: str = ""  # what the budget can and cannot show, quoted in the report
+    cells_models: dict[int, tuple[str, ...]] = field(default_factory=dict)  # N -> models, where not all of them
+    # Per-model choices made on validation (cells draw 0's held-out images), on top of the registry's
+    model_recipes: dict[str, dict] = field(default_factory=dict)
+    model_kwargs: dict[str, dict] = field(default_factory=dict)
+
+    def models_at(self, n_train: int) -> tuple[str, ...]:
+        """The models trained on cells at N = `n_train` (of `models`, which --models may have narrowed)."""
+        return tuple(m for m in self.cells_models.get(n_train, self.models) if m in self.models)
 
     def crops(self, protocol: str) -> int:
         """Training crops per run of `protocol`; 0 for a protocol this budget leaves out."""
@@ -45,14 +53,15 @@ class Budget:
     def epochs(self, crops: int, n_train: int) -> int:
         return max(1, round(crops / (n_train * self.crops_per_image)))
 
-    def recipe_overrides(self, crops: int, n_train: int, crop_size: int | None = None) -> dict:
-        """What the protocol sets on top of each model's recipe: the shared augmentation (with the protocol's
-        crop size, if it has one) and the run length."""
+    def recipe_overrides(self, crops: int, n_train: int, model: str, crop_size: int | None = None) -> dict:
+        """What the protocol sets on top of `model`'s recipe: the shared augmentation (with the protocol's crop
+        size, if it has one), this budget's choices for the model and the run length."""
         epochs = self.epochs(crops, n_train)
         default = Recipe()
         shared = {name: getattr(default, name) for name in AUGMENTATION_FIELDS}
         shared["crop_size"] = crop_size or shared["crop_size"]
-        return {**shared, "crops_per_image": self.crops_per_image, "epochs": epochs,
+        return {**shared, **self.model_recipes.get(model, {}),
+                "crops_per_image": self.crops_per_image, "epochs": epochs,
                 "eval_every": max(1, epochs // self.validations)}
 
 
@@ -76,6 +85,17 @@ BUDGETS = {
                        street_crop_size=256, validations=10,
                        note="Cells only, two draws at N = 64: 8 times the cpu-reduced cells budget, 240 epochs, "
                             "about 1900 optimizer steps from random weights."),
+    # Issue 15's cells comparison, each family at its best on validation (draw 0's held-out images 65-100 of the
+    # pool; the evidence is in results/README.md): three draws at N = 64 for every family, N = 32 for the best.
+    # 15360 crops are 25-30 minutes of training a P2PNet or CSRNet-BN run on 2 cores with channels_last, about 10
+    # for CPN-R18 (`zoo bench --resolution 256x256 --train-step --channels-last`: 11, 9 and ~30 crops/s).
+    "cells": Budget(name="cells", models=("p2pnet", "csrnet_bn", "cpn_r18"), cells_sizes=(64, 32), cells_draws=3,
+                    crops_per_image=1, cells_crops=15_360, synthetic_crops=0, street_crops=0, street_crop_size=256,
+                    validations=20, cells_models={32: ("p2pnet",)},
+                    model_recipes={"p2pnet": {"lr": 3e-4, "backbone_lr": 3e-4}, "csrnet_bn": {"bn_recalibration": 4}},
+                    model_kwargs={"cpn_r18": {"count": "mass"}},
+                    note="Cells only, every run about 30 minutes or less of this 2-core CPU: 240 epochs at N = 64, "
+                         "480 at N = 32, one 128 px crop per image per epoch."),
     # The issue's protocol: five draws per N, every model, long enough to converge on a GPU.
     "full": Budget(name="full", models=("p2pnet", "csrnet_bn", "cpn", "cpn_r18"), cells_sizes=(32, 64),
                    cells_draws=5, crops_per_image=4, cells_crops=64_000, synthetic_crops=64_000,

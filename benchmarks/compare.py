@@ -29,9 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0],
                                      epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
-                        help="cpu (reduced), cpu-long (cells only, longer) or full (the issue's, for a GPU)")
+                        help="cpu (reduced), cpu-long (cells only, longer), cells (cells, each family at its best) "
+                             "or full (the issue's, for a GPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", default="bf16", choices=AMP_MODES, help="mixed precision")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="train and validate in channels_last memory format (default: on)")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for torch here and in the harness's worker processes (default: torch's)")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated subset, run in order")
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 raise ZooError(f"--protocols {', '.join(unknown)}: unknown; choose from {', '.join(PROTOCOLS)}")
             setup = Setup(results=Path(args.results), runs=Path(args.runs), device=args.device, amp=args.amp,
-                          cells=Path(args.cells), street=Path(args.street), console=console)
+                          channels_last=args.channels_last, cells=Path(args.cells), street=Path(args.street),
+                          console=console)
             for protocol in (p for p in PROTOCOLS if p in protocols and p in budget.protocols):
                 PROTOCOLS[protocol](budget, setup)
         datasets = {"cells": args.cells, "synthetic": str(data_dir() / "synthetic"), "street": args.street}

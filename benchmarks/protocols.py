@@ -51,6 +51,7 @@ class Setup:
     runs: Path = Path("runs/compare")
     device: str = "cpu"
     amp: str = "bf16"
+    channels_last: bool = True  # training and validation: 1.4-1.6x the training speed on this CPU (bf16)
     cells: Path = CELLS_DIR
     synthetic: str = "synthetic"
     street: Path = STREET_DIR
@@ -137,7 +138,7 @@ def cells_jobs(budget: Budget, setup: Setup) -> list[Job]:
     for n in budget.cells_sizes:
         for draw in range(budget.cells_draws):
             data = cells_draw_dataset(setup.cells, n, draw, Path(setup.runs) / "data" / f"cells-n{n}-d{draw}")
-            jobs += [Job("cells", model, str(data), n, draw, budget.cells_crops) for model in budget.models]
+            jobs += [Job("cells", model, str(data), n, draw, budget.cells_crops) for model in budget.models_at(n)]
     return jobs
 
 
@@ -166,9 +167,10 @@ def street_jobs(budget: Budget, setup: Setup) -> list[Job]:
 def run_job(job: Job, budget: Budget, setup: Setup) -> dict:
     """Train (or finish training) one job in its run folder and return its CSV row."""
     out = job.out(budget, setup)
-    overrides = budget.recipe_overrides(job.crops, job.n_train, job.crop_size)
-    cfg = TrainConfig(job.model, data=job.data, out=str(out), device=setup.device, amp=setup.amp, seed=job.draw,
-                      resume=True, init_from=job.init_from, recipe=overrides)
+    overrides = budget.recipe_overrides(job.crops, job.n_train, job.model, job.crop_size)
+    cfg = TrainConfig(job.model, data=job.data, out=str(out), device=setup.device, amp=setup.amp,
+                      channels_last=setup.channels_last, seed=job.draw, resume=True, init_from=job.init_from,
+                      recipe=overrides, model_kwargs=dict(budget.model_kwargs.get(job.model, {})))
     result = train(cfg, console=setup.console)
     recipe = get_recipe(job.model).override(**overrides)
     history = pd.read_csv(out / "metrics.csv")

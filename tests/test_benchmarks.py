@@ -111,7 +111,7 @@ def test_cells_protocol_writes_one_row_per_draw_and_skips_them_on_rerun(setup, m
 def test_a_budgets_validation_choices_reach_the_trainer_and_the_report(setup):
     chosen = Budget(name="tiny-chosen", models=("tiny_density",), cells_sizes=(4,), cells_draws=1,
                     crops_per_image=1, cells_crops=8, synthetic_crops=0, street_crops=0, street_crop_size=24,
-                    validations=1, rotate_cells=True, model_recipes={"tiny_density": {"lr": 0.05}},
+                    validations=1, model_recipes={"tiny_density": {"lr": 0.05, "rotate": True}},
                     model_kwargs={"tiny_density": {"width": 4}})
     protocols.PROTOCOLS["cells"](chosen, setup)
     run = protocols.Job("cells", "tiny_density", "", 4, 0, chosen.cells_crops).out(chosen, setup)
@@ -119,8 +119,7 @@ def test_a_budgets_validation_choices_reach_the_trainer_and_the_report(setup):
     assert record["recipe"]["rotate"] and record["recipe"]["lr"] == 0.05
     assert record["train"]["model_kwargs"] == {"width": 4} and record["train"]["channels_last"]
     markdown = report.write_report(setup.results, {"tiny-chosen": chosen}).read_text()
-    assert "jitter, and quarter turns on cells;" in markdown
-    assert "except what this budget chose on validation (tiny_density lr=0.05, width=4)" in markdown
+    assert "except what this budget chose on validation (tiny_density lr=0.05, rotate=True, width=4)" in markdown
 
 
 def test_a_lost_row_is_rebuilt_from_its_finished_run_without_training_again(setup):
@@ -200,10 +199,11 @@ def test_report_shows_mean_and_spread_beside_the_anchors_and_lists_missing_rows(
     cells = table_after(markdown, "1. VGG cells")
     ours = next(r for r in cells if r[0] == "tiny_density" and r[2] == "64")
     assert ours[3] == "2/2" and ours[4] == f"{np.mean([3.0, 5.5]):.2f} ± {np.std([3.0, 5.5], ddof=1):.2f}"
-    count_ception = next(r for r in cells if r[0].startswith("*Count-ception"))
+    count_ception = next(r for r in cells if r[0].startswith("*Count-ception") and r[2] == "64")
     assert (count_ception[2], count_ception[4]) == ("64", "2.3")
     anchors_32 = [r for r in cells if r[2] == "32" and "published" in r[0]]
-    assert [r[4] for r in anchors_32] == ["3.5 ± 0.2"]
+    assert [r[4] for r in anchors_32] == ["3.5 ± 0.2", "2.4 ± 0.4"]
+    assert "shuffled" in count_ception[0] and "tests on images 101-200" in markdown
     assert next(r for r in cells if r[0] == "other" and r[2] == "64")[4] == report.NOT_RUN
     synthetic = table_after(markdown, "2. Synthetic crowds")
     assert synthetic[0][:3] == ["tiny_density", "density", "7.00"] and synthetic[0][12] == "20.00"
@@ -211,6 +211,7 @@ def test_report_shows_mean_and_spread_beside_the_anchors_and_lists_missing_rows(
     assert "Count-ception (Cohen et al. 2017) 2.3: not reached" in markdown
     assert "cells tiny_density N=32 draw 0" in markdown and "street other" in markdown
     assert "cells other N=64 draw 0" in markdown and "cells other N=32" not in markdown  # N = 32 trains one model
+    assert "cells N = 32, 64 (N = 32: tiny_density only) with 2 draws each" in markdown
     assert not any(r[0] == "other" and r[2] == "32" for r in cells)
     assert (results / "comparison.png").stat().st_size > 0 and "comparison.png" in markdown
 

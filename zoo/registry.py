@@ -44,9 +44,10 @@ class Recipe:
     # score decodes that checkpoint and is recorded in it. Empty: `threshold` always.
     threshold_candidates: tuple[float, ...] = ()
     eval_every: int = 1
-    # Batch norm's running-statistics momentum (torch: 0.1, an average over ~10 batches). Lower averages over more
-    # batches: less noise in the statistics that validation and inference use, more lag behind the weights.
-    bn_momentum: float = 0.1
+    # Before each validation, batch norm's running statistics (an average over the last ~10 batches at torch's
+    # momentum 0.1: noisy) are recomputed with the current weights over this many training crops per image,
+    # augmented as in training. 0 keeps the running averages.
+    bn_recalibration: int = 0
 
     def override(self, **changes) -> Recipe:
         known = {f.name for f in fields(self)}

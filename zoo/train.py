@@ -152,9 +152,6 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     net = create_model(cfg.model, **cfg.model_kwargs).to(device)  # a family without keypoint mode refuses the option
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    for module in net.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = recipe.bn_momentum
     if main:
         for problem in splits.skipped:
             console.print(f"[yellow]skipped[/] {escape(problem)}", highlight=False, soft_wrap=True)
@@ -245,6 +242,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
             row.update({f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()})
             last_epoch = epoch + 1 == recipe.epochs
             if main and splits.val and ((epoch + 1) % recipe.eval_every == 0 or last_epoch):
+                if recipe.bn_recalibration:
+                    recalibrate_batch_norm(net, splits, recipe, cfg, epoch, device)
                 threshold, scored = validate(net, splits, recipe, cfg, device)
                 row.update({f"val_{k}": v for k, v in scored.summary().items() if k in VAL_COLUMNS})
                 row["val_selection"], row["val_threshold"] = scored.selection_loss(), threshold
@@ -273,6 +272,33 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
         chosen = out / "best.pt" if math.isfinite(best_mae) else out / "last.pt"
         result.update(final_test(splits, chosen, recipe, cfg, device, console))
     return result
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(net, splits, recipe, cfg: TrainConfig, epoch: int, device) -> None:
+    """Replace every batch norm's running statistics by their mean over `recipe.bn_recalibration` crops per
+    training image (drawn as in training, from the seed and epoch), computed with the current weights."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    crops = PointDataset(splits.train, f"{splits.name}:train", stride=net.stride, train=True,
+                         crop_size=recipe.crop_size, crops_per_image=recipe.bn_recalibration,
+                         scale_range=recipe.scale_range, flip=recipe.flip, rotate=recipe.rotate,
+                         jitter=recipe.color_jitter, seed=cfg.seed)
+    crops.set_epoch(epoch)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch below
+    was_training = net.training
+    net.train()
+    for batch in DataLoader(crops, batch_size=recipe.batch_size, collate_fn=collate):
+        images = batch.images.to(device)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg.amp):
+            net(images)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    net.train(was_training)
 
 
 def validate(net, splits, recipe, cfg: TrainConfig, device):
