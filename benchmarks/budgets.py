@@ -92,7 +92,8 @@ BUDGETS = {
     "cells": Budget(name="cells", models=("p2pnet", "csrnet_bn", "cpn_r18"), cells_sizes=(64, 32), cells_draws=3,
                     crops_per_image=1, cells_crops=15_360, synthetic_crops=0, street_crops=0, street_crop_size=256,
                     validations=20, cells_models={32: ("p2pnet",)},
-                    model_recipes={"p2pnet": {"lr": 3e-4, "backbone_lr": 3e-4}, "csrnet_bn": {"bn_recalibration": 4}},
+                    model_recipes={"p2pnet": {"lr": 3e-4, "backbone_lr": 3e-4, "bn_recalibration": 4},
+                                   "csrnet_bn": {"bn_recalibration": 4}, "cpn_r18": {"bn_recalibration": 4}},
                     model_kwargs={"cpn_r18": {"count": "mass"}},
                     note="Cells only, every run about 30 minutes or less of this 2-core CPU: 240 epochs at N = 64, "
                          "480 at N = 32, one 128 px crop per image per epoch."),
