@@ -298,20 +298,21 @@ def plot(frames: dict[str, pd.DataFrame], path: Path, baselines: dict[str, Basel
                 ax.set_axis_off()
                 continue
             title = f"{protocol} ({budget_name}, {device})"
-            lines = [("constant count", baselines[protocol].constant_mae)] if protocol in (baselines or {}) else []
-            if protocol == "cells" and not frame.empty:
+            if protocol in (baselines or {}):
+                constant = baselines[protocol].constant_mae
+                ax.axhline(constant, ls="--", lw=0.8, color="grey")
+                ax.annotate("constant count", (1, constant), xycoords=("axes fraction", "data"), ha="right",
+                            va="bottom", fontsize=7, color="dimgrey")
+            if protocol == "cells":
                 n = frame["n_train"].max()
                 frame = frame[frame["n_train"] == n]
                 title = f"cells N = {n} ({budget_name}, {device})"
-                lines += [(a.method, a.mae) for a in ANCHORS if a.n_train == n]
-            lowest = min((mae for _, mae in lines), default=None)
-            for label, mae in lines:
-                ax.axhline(mae, ls="--", lw=0.8, color="grey")
-                # The lowest label goes under its line, the others over theirs: close anchors (2.3 and 2.9)
-                # would otherwise print over each other.
-                ax.annotate(label, (1, mae), xycoords=("axes fraction", "data"), ha="right",
-                            va="top" if mae == lowest and len(lines) > 1 else "bottom", fontsize=7,
-                            color="dimgrey")
+                # Published anchors lie within 1-2 MAE of each other: named in a legend, not beside their lines.
+                anchors = [a for a in ANCHORS if a.n_train == n]
+                for a, shade in zip(anchors, np.linspace(0.2, 0.7, len(anchors)), strict=True):
+                    ax.axhline(a.mae, ls=":", lw=1.0, color=str(shade), label=f"{a.method} {a.mae_text}")
+                if anchors:
+                    ax.legend(fontsize=6, loc="center right", title="published", title_fontsize=6)
             stats = frame.groupby("model")["mae"].agg(["mean", "std"])
             for model, (mean, std) in stats.iterrows():
                 if model in speed.index:
