@@ -51,7 +51,7 @@ class Setup:
     runs: Path = Path("runs/compare")
     device: str = "cpu"
     amp: str = "bf16"
-    channels_last: bool = True  # training and validation: 1.4-1.6x the training speed on this CPU (bf16)
+    channels_last: bool = True  # in training and validation: faster on CPU (results/README.md, the cells budget)
     cells: Path = CELLS_DIR
     synthetic: str = "synthetic"
     street: Path = STREET_DIR

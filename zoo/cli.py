@@ -22,6 +22,7 @@ from zoo.registry import AMP_MODES
 
 console = Console()
 WEIGHTS_HELP = "zoo checkpoint, or a published checkpoint of the model's family (then name the model)"
+THRESHOLD_HELP = "decision threshold (default: the one the run chose on validation, else its recipe's)"
 # zoo predict tiles larger images: p2pnet and csrnet_bn then peak at ~4 GiB on CPU whatever the image's size, where
 # whole-image inference needs ~0.85 GiB + 0.73 GiB per megapixel (results/tiling.csv, results/README.md)
 MAX_PIXELS = 2048 * 2048
@@ -413,8 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--format", help="dataset format (default: auto, or the recorded one with the recorded data)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--threshold", type=float,
-                   help="decision threshold (default: the one the run chose on validation, else its recipe's)")
+    p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     p.add_argument("--per-image", metavar="CSV", help="also write one row per image to this CSV")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: as trained)")
@@ -430,8 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files, folders of images, and/or video files (.mp4, .avi, .mov, .mkv, .webm, ...)")
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--threshold", type=float,
-                   help="decision threshold (default: the one the run chose on validation, else its recipe's)")
+    p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     p.add_argument("--batch-size", type=int, default=4, help="consecutive same-size images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: as trained)")

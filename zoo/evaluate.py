@@ -51,8 +51,9 @@ def evaluate_thresholds(model, records, key: str, *, thresholds: Sequence[float]
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             outputs = (forward or model)(images)
+        sizes = batch.sizes.to(device)
         for k, (threshold, evaluator) in enumerate(zip(thresholds, evaluators, strict=True)):
-            predictions = model.decode(outputs, batch.sizes.to(device), threshold)
+            predictions = model.decode(outputs, sizes, threshold)
             for prediction, points, size, meta in zip(predictions, batch.points, batch.sizes, batch.meta,
                                                       strict=True):
                 evaluator.add(prediction, points.numpy(), tuple(size.tolist()), name=meta["path"], meta=meta)

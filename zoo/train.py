@@ -155,10 +155,10 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     if main:
         for problem in splits.skipped:
             console.print(f"[yellow]skipped[/] {escape(problem)}", highlight=False, soft_wrap=True)
-    train_set = PointDataset(splits.train, f"{splits.name}:train", stride=net.stride, train=True,
-                             encoder=net.target_encoder(), crop_size=recipe.crop_size,
-                             crops_per_image=recipe.crops_per_image, scale_range=recipe.scale_range,
-                             flip=recipe.flip, rotate=recipe.rotate, jitter=recipe.color_jitter, seed=cfg.seed)
+    train_set = training_crops(splits, net.stride, recipe, cfg.seed, recipe.crops_per_image, net.target_encoder())
+    # Crops whose batch statistics replace batch norm's running ones before each validation (no targets needed)
+    calibration_set = (training_crops(splits, net.stride, recipe, cfg.seed, recipe.bn_recalibration)
+                       if recipe.bn_recalibration else None)
     per_rank = recipe.batch_size // world
     sampler = DistributedSampler(train_set, num_replicas=world, rank=zdist.rank(), shuffle=True, seed=cfg.seed,
                                  drop_last=len(train_set) >= world)
@@ -242,8 +242,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
             row.update({f"train_{k}": v / max(1, steps_per_epoch) for k, v in sums.items()})
             last_epoch = epoch + 1 == recipe.epochs
             if main and splits.val and ((epoch + 1) % recipe.eval_every == 0 or last_epoch):
-                if recipe.bn_recalibration:
-                    recalibrate_batch_norm(net, splits, recipe, cfg, epoch, device)
+                if calibration_set is not None:
+                    calibration_set.set_epoch(epoch)
+                    recalibrate_batch_norm(net, calibration_set, recipe.batch_size, cfg, device)
                 threshold, scored = validate(net, splits, recipe, cfg, device)
                 row.update({f"val_{k}": v for k, v in scored.summary().items() if k in VAL_COLUMNS})
                 row["val_selection"], row["val_threshold"] = scored.selection_loss(), threshold
@@ -274,23 +275,27 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     return result
 
 
+def training_crops(splits, stride: int, recipe, seed: int, crops_per_image: int, encoder=None) -> PointDataset:
+    """The training images as the recipe augments them, `crops_per_image` crops each."""
+    return PointDataset(splits.train, f"{splits.name}:train", stride=stride, train=True, encoder=encoder,
+                        crop_size=recipe.crop_size, crops_per_image=crops_per_image, scale_range=recipe.scale_range,
+                        flip=recipe.flip, rotate=recipe.rotate, jitter=recipe.color_jitter, seed=seed)
+
+
 @torch.no_grad()
-def recalibrate_batch_norm(net, splits, recipe, cfg: TrainConfig, epoch: int, device) -> None:
-    """Replace every batch norm's running statistics by their mean over `recipe.bn_recalibration` crops per
-    training image (drawn as in training, from the seed and epoch), computed with the current weights."""
+def recalibrate_batch_norm(net, crops: PointDataset, batch_size: int, cfg: TrainConfig, device) -> None:
+    """Replace every batch norm's running statistics by their mean over `crops` (drawn as in training, from the
+    seed and epoch), computed with the current weights. A network without batch norm is left as it is."""
     norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    crops = PointDataset(splits.train, f"{splits.name}:train", stride=net.stride, train=True,
-                         crop_size=recipe.crop_size, crops_per_image=recipe.bn_recalibration,
-                         scale_range=recipe.scale_range, flip=recipe.flip, rotate=recipe.rotate,
-                         jitter=recipe.color_jitter, seed=cfg.seed)
-    crops.set_epoch(epoch)
+    if not norms:
+        return
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over every batch below
     was_training = net.training
     net.train()
-    for batch in DataLoader(crops, batch_size=recipe.batch_size, collate_fn=collate):
+    for batch in DataLoader(crops, batch_size=batch_size, collate_fn=collate):
         images = batch.images.to(device)
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
