@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 import zoo.bench.measure as measure
 from zoo import registry
-from zoo.bench import COLUMNS, BenchConfig, Unit, count_flops, run_bench
+from zoo.bench import COLUMNS, BenchConfig, Unit, count_flops, report, run_bench
 from zoo.bench.worker import run_isolated
 from zoo.checkpoint import save_checkpoint
 from zoo.data.synthetic import generate
@@ -302,3 +302,25 @@ def test_int8_settings_run_on_onnxruntime_only(tmp_path):
         ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     with pytest.raises(ZooError, match="--dtype int8 runs on onnxruntime"):
         config(tmp_path, dtypes=("int8",)).validate(cuda_available=False)
+
+
+def test_git_commit_marks_code_changes_dirty_and_ignores_documentation(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "results").mkdir()
+    for name in ("zoo/model.py", "zoo/NOTES.md", "README.md", "results/cells.csv"):
+        (tmp_path / name).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "first")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    for name in ("zoo/NOTES.md", "README.md", "results/cells.csv"):
+        (tmp_path / name).write_text("v2\n")
+    assert report.git_commit(tmp_path) == head
+    (tmp_path / "zoo/model.py").write_text("v2\n")
+    assert report.git_commit(tmp_path) == head + "+dirty"
+    assert report.git_commit(tmp_path / "results").startswith(head)  # any folder of the checkout names its commit

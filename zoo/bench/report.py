@@ -44,14 +44,19 @@ def environment(device: torch.device) -> dict:
             "torchvision": torchvision.__version__, "timm": timm.__version__, "cpu_threads": torch.get_num_threads()}
 
 
-def git_commit() -> str:
-    """Short commit of the checkout this package runs from, "+dirty" with uncommitted changes; "unknown" outside
-    a git checkout. Changes under results/ do not count: they are the rows being written, not the code."""
-    root = Path(__file__).resolve().parents[2]
+# Uncommitted changes here do not make a row "+dirty": results/ holds the rows being written, and documentation
+# cannot change a number.
+NOT_CODE = (":(exclude)results", ":(exclude)docs", ":(exclude,glob)**/*.md")
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def git_commit(root: Path = CHECKOUT) -> str:
+    """Short commit of the checkout at `root` (the one this package runs from), "+dirty" with uncommitted changes
+    to its code; "unknown" outside a git checkout."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE],
                                cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
