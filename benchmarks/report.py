@@ -36,7 +36,7 @@ SPLIT_NOT_CHECKED = "its split not checked here"
 ANCHORS = (
     Anchor("Lempitsky & Zisserman 2010", 32, 3.5, "3.5 ± 0.2", SPLIT_101_200),
     Anchor("Count-ception (Cohen et al. 2017)", 32, 2.4, "2.4 ± 0.4", SHUFFLED),
-    Anchor("FCRN-A (Cohen et al. 2017)", 64, 2.9, "~2.9", SPLIT_NOT_CHECKED),
+    Anchor("FCRN-A (Xie, Noble & Zisserman 2016)", 64, 2.9, "~2.9", SPLIT_NOT_CHECKED),
     Anchor("Count-ception (Cohen et al. 2017)", 64, 2.3, "2.3", SHUFFLED),
     Anchor("MSCA-UNet", 64, 2.0, "2.0 ± 0.2", SPLIT_NOT_CHECKED),
     Anchor("PGC-Net", 64, 1.9, "1.9 ± 0.1", SPLIT_NOT_CHECKED),
