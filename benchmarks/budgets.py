@@ -55,13 +55,16 @@ class Budget:
 
     def recipe_overrides(self, crops: int, n_train: int, model: str, crop_size: int | None = None) -> dict:
         """What the protocol sets on top of `model`'s recipe: the shared augmentation (with the protocol's crop
-        size, if it has one), this budget's choices for the model and the run length."""
-        epochs = self.epochs(crops, n_train)
+        size, if it has one), this budget's choices for the model and the run length.
+
+        `crops` are of the shared size. A model this budget trains on other crops sees as many pixels: twice the
+        side, a quarter of the crops."""
         default = Recipe()
         shared = {name: getattr(default, name) for name in AUGMENTATION_FIELDS}
         shared["crop_size"] = crop_size or shared["crop_size"]
-        return {**shared, **self.model_recipes.get(model, {}),
-                "crops_per_image": self.crops_per_image, "epochs": epochs,
+        chosen = {**shared, **self.model_recipes.get(model, {})}
+        epochs = self.epochs(round(crops * (shared["crop_size"] / chosen["crop_size"]) ** 2), n_train)
+        return {**chosen, "crops_per_image": self.crops_per_image, "epochs": epochs,
                 "eval_every": max(1, epochs // self.validations)}
 
 
@@ -89,14 +92,18 @@ BUDGETS = {
     # pool; the evidence is in results/README.md): three draws at N = 64 for every family, N = 32 for the best.
     # 15360 crops are 25-30 minutes of training a P2PNet or CSRNet-BN run on 2 cores with channels_last, about 10
     # for CPN-R18 (`zoo bench --resolution 256x256 --train-step --channels-last`: 11, 9 and ~30 crops/s).
+    # CSRNet-BN trains on whole 256 px cell images, a quarter as many crops: its count from 128 px crops drifts
+    # when it sees a whole image (results/README.md).
     "cells": Budget(name="cells", models=("p2pnet", "csrnet_bn", "cpn_r18"), cells_sizes=(64, 32), cells_draws=3,
                     crops_per_image=1, cells_crops=15_360, synthetic_crops=0, street_crops=0, street_crop_size=256,
                     validations=20, cells_models={32: ("p2pnet",)},
                     model_recipes={"p2pnet": {"lr": 3e-4, "backbone_lr": 3e-4, "bn_recalibration": 4},
-                                   "csrnet_bn": {"bn_recalibration": 4}, "cpn_r18": {"bn_recalibration": 4}},
+                                   "csrnet_bn": {"crop_size": 256, "bn_recalibration": 4},
+                                   "cpn_r18": {"bn_recalibration": 4}},
                     model_kwargs={"cpn_r18": {"count": "mass"}},
                     note="Cells only, every run about 30 minutes or less of this 2-core CPU: 240 epochs at N = 64, "
-                         "480 at N = 32, one 128 px crop per image per epoch."),
+                         "480 at N = 32, one 128 px crop per image per epoch (CSRNet-BN: 60 epochs of whole 256 px "
+                         "images, the same pixels)."),
     # The issue's protocol: five draws per N, every model, long enough to converge on a GPU.
     "full": Budget(name="full", models=("p2pnet", "csrnet_bn", "cpn", "cpn_r18"), cells_sizes=(32, 64),
                    cells_draws=5, crops_per_image=4, cells_crops=64_000, synthetic_crops=64_000,

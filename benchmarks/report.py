@@ -190,9 +190,11 @@ def budget_text(budget: Budget) -> str:
     choices = "; ".join(f"{model} " + ", ".join(f"{k}={v}" for k, v in c.items()) for model, c in chosen.items() if c)
     choices = f", except what this budget chose on validation ({choices})" if choices else ""
     only = "".join(f" (N = {n}: {', '.join(budget.models_at(n))} only)" for n in budget.cells_models)
+    larger = (" (a model given larger crops sees as many pixels: fewer crops)"
+              if any("crop_size" in c for c in budget.model_recipes.values()) else "")
     return (f"Models {', '.join(budget.models)}; cells N = {', '.join(map(str, budget.cells_sizes))}{only} with "
             f"{plural(budget.cells_draws, 'draw')} each; {plural(budget.crops_per_image, 'crop')} per image per "
-            f"epoch; training crops per run: {', '.join(f'{p} {budget.crops(p)}' for p in budget.protocols)}; "
+            f"epoch; training crops per run: {', '.join(f'{p} {budget.crops(p)}' for p in budget.protocols)}{larger}; "
             f"{plural(budget.validations, 'validation pass', 'validation passes')} per run. Same augmentation for "
             f"every model (the default recipe's scale, flip and jitter; {crops}); the rest is each model's "
             f"registry recipe{choices}. All models start from random weights (no pretrained weights exist here). "

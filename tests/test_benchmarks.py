@@ -23,6 +23,7 @@ from zoo.checkpoint import load_checkpoint
 from zoo.data.dataset import resolve_splits
 from zoo.data.readers import read_records
 from zoo.errors import ZooError
+from zoo.registry import Recipe
 from zoo.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks/ scripts live beside zoo/
@@ -106,6 +107,18 @@ def test_cells_protocol_writes_one_row_per_draw_and_skips_them_on_rerun(setup, m
     monkeypatch.setattr(protocols, "train", no_training)
     protocols.PROTOCOLS["cells"](TINY, setup)
     assert len(pd.read_csv(path)) == 2
+
+
+def test_a_model_trained_on_larger_crops_sees_as_many_pixels_not_as_many_crops():
+    budget = Budget(name="tiny-large", models=("small", "large"), cells_sizes=(8,), cells_draws=1, crops_per_image=1,
+                    cells_crops=1600, synthetic_crops=0, street_crops=0, street_crop_size=256, validations=5,
+                    model_recipes={"large": {"crop_size": 2 * Recipe().crop_size}})
+    small, large = (budget.recipe_overrides(1600, 8, model) for model in ("small", "large"))
+    assert (small["epochs"], small["crop_size"]) == (200, Recipe().crop_size)
+    assert (large["epochs"], large["crop_size"], large["eval_every"]) == (50, 2 * Recipe().crop_size, 10)
+    # A protocol that already crops at the model's size (street, 256 px) gives it the protocol's crop count.
+    assert budget.recipe_overrides(1600, 8, "large", crop_size=256)["epochs"] == 200
+    assert "a model given larger crops sees as many pixels" in report.budget_text(budget)
 
 
 def test_a_budgets_validation_choices_reach_the_trainer_and_the_report(setup):
