@@ -3,9 +3,10 @@ that fits an hour on a 2-core CPU.
 
 Training is counted in crops seen, not epochs, so datasets of different sizes (N = 32 or 64 cell images, 80
 synthetic scenes, 24 street photos) get the same amount of data per run and every model gets the same amount
-as the others; epochs follow from it. Augmentation is the same for every model too: the registry's default
-`Recipe` crop, scale range, flip and colour jitter. Everything else (optimizer, learning rates, batch size, loss,
-decision threshold) is the model's own registry recipe.
+as the others; epochs follow from it (a model given larger crops gets as many pixels). Augmentation is the same
+for every model too: the registry's default `Recipe` crop, scale range, flip and colour jitter. Everything else
+(optimizer, learning rates, batch size, loss, decision threshold) is the model's own registry recipe, except
+what a budget chose per model on validation (`model_recipes`, `model_kwargs`), which the report states.
 """
 
 from __future__ import annotations
