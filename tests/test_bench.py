@@ -305,9 +305,9 @@ def test_int8_settings_run_on_onnxruntime_only(tmp_path):
 
 
 def test_git_commit_marks_code_changes_dirty_and_ignores_documentation(tmp_path):
-    def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+    def git(*args) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
 
     (tmp_path / "zoo").mkdir()
     (tmp_path / "results").mkdir()
@@ -316,8 +316,7 @@ def test_git_commit_marks_code_changes_dirty_and_ignores_documentation(tmp_path)
     git("init", "-q")
     git("add", ".")
     git("commit", "-q", "-m", "first")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD")
     for name in ("zoo/NOTES.md", "README.md", "results/cells.csv"):
         (tmp_path / name).write_text("v2\n")
     assert report.git_commit(tmp_path) == head
