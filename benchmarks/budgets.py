@@ -36,6 +36,8 @@ class Budget:
     # Per-model choices made on validation (cells draw 0's held-out images), on top of the registry's
     model_recipes: dict[str, dict] = field(default_factory=dict)
     model_kwargs: dict[str, dict] = field(default_factory=dict)
+    # Protocol -> test-time views whose mean count the final test also scores (zoo.registry.Recipe.test_views)
+    test_views: dict[str, int] = field(default_factory=dict)
 
     def models_at(self, n_train: int) -> tuple[str, ...]:
         """The models trained on cells at N = `n_train` (of `models`, which --models may have narrowed)."""
@@ -54,9 +56,10 @@ class Budget:
     def epochs(self, crops: int, n_train: int) -> int:
         return max(1, round(crops / (n_train * self.crops_per_image)))
 
-    def recipe_overrides(self, crops: int, n_train: int, model: str, crop_size: int | None = None) -> dict:
-        """What the protocol sets on top of `model`'s recipe: the shared augmentation (with the protocol's crop
-        size, if it has one), this budget's choices for the model and the run length.
+    def recipe_overrides(self, protocol: str, crops: int, n_train: int, model: str,
+                         crop_size: int | None = None) -> dict:
+        """What `protocol` sets on top of `model`'s recipe: the shared augmentation (with the protocol's crop
+        size, if it has one), this budget's choices for the model, the run length and the test views.
 
         `crops` are of the shared size. A model this budget trains on other crops sees as many pixels: twice the
         side, a quarter of the crops."""
@@ -66,7 +69,7 @@ class Budget:
         chosen = {**shared, **self.model_recipes.get(model, {})}
         epochs = self.epochs(round(crops * (shared["crop_size"] / chosen["crop_size"]) ** 2), n_train)
         return {**chosen, "crops_per_image": self.crops_per_image, "epochs": epochs,
-                "eval_every": max(1, epochs // self.validations)}
+                "eval_every": max(1, epochs // self.validations), "test_views": self.test_views.get(protocol, 1)}
 
 
 BUDGETS = {
@@ -102,6 +105,7 @@ BUDGETS = {
                                    "csrnet_bn": {"crop_size": 256, "bn_recalibration": 4},
                                    "cpn_r18": {"bn_recalibration": 4}},
                     model_kwargs={"cpn_r18": {"count": "mass"}},
+                    test_views={"cells": 8},
                     note="Cells only, every run about 30 minutes or less of this 2-core CPU: 240 epochs at N = 64, "
                          "480 at N = 32, one 128 px crop per image per epoch (CSRNet-BN: 60 epochs of whole 256 px "
                          "images, the same pixels)."),
@@ -109,6 +113,7 @@ BUDGETS = {
     "full": Budget(name="full", models=("p2pnet", "csrnet_bn", "cpn", "cpn_r18"), cells_sizes=(32, 64),
                    cells_draws=5, crops_per_image=4, cells_crops=64_000, synthetic_crops=64_000,
                    street_crops=19_200, street_crop_size=256, validations=20,
+                   test_views={"cells": 8},
                    note="The issue's protocol: five draws per N; 250-500 epochs of four crops per image on cells."),
 }
 

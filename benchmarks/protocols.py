@@ -33,7 +33,7 @@ from zoo.data.dataset import CELLS_DIR, resolve_splits
 from zoo.data.readers import Record, read_records
 from zoo.data.synthetic import write_ground_truth
 from zoo.errors import ZooError
-from zoo.metrics import HEADLINE_METRICS
+from zoo.metrics import HEADLINE_METRICS, VIEW_KEYS
 from zoo.registry import get_entry, get_recipe
 from zoo.train import TrainConfig, train
 
@@ -167,7 +167,7 @@ def street_jobs(budget: Budget, setup: Setup) -> list[Job]:
 def run_job(job: Job, budget: Budget, setup: Setup) -> dict:
     """Train (or finish training) one job in its run folder and return its CSV row."""
     out = job.out(budget, setup)
-    overrides = budget.recipe_overrides(job.crops, job.n_train, job.model, job.crop_size)
+    overrides = budget.recipe_overrides(job.protocol, job.crops, job.n_train, job.model, job.crop_size)
     cfg = TrainConfig(job.model, data=job.data, out=str(out), device=setup.device, amp=setup.amp,
                       channels_last=setup.channels_last, seed=job.draw, resume=True, init_from=job.init_from,
                       recipe=overrides, model_kwargs=dict(budget.model_kwargs.get(job.model, {})))
@@ -184,6 +184,7 @@ def run_job(job: Job, budget: Budget, setup: Setup) -> dict:
             # From the per-epoch training speed the trainer logs: right across resumes, validation excluded.
             "train_seconds": round(float((crops_per_epoch / history["train_images_per_s"]).sum()), 1),
             **{k: result[k] for k in HEADLINE_METRICS},
+            **{k: result.get(k) for k in VIEW_KEYS},
             "init_from": job.init_from, "checkpoint": result["checkpoint"],
             "date": pd.Timestamp.now("UTC").isoformat(timespec="seconds"), "git_commit": git_commit()}
 

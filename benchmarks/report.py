@@ -97,8 +97,16 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def views_label(frame: pd.DataFrame) -> str | None:
+    """"8", say, when `frame`'s rows also scored the mean count of test-time views; None when none did."""
+    views = sorted({int(v) for v in frame["test_views"].dropna()})
+    return "/".join(map(str, views)) if views else None
+
+
 def cells_table(frame: pd.DataFrame, budget: Budget | None) -> str:
-    header = ["model", "family", "N", "draws", "MAE mean ± std", "MSE", "F1@4", "F1@8", "epochs", "crops seen"]
+    views = views_label(frame)
+    header = ["model", "family", "N", "draws", "MAE mean ± std", *([f"MAE, {views} views"] if views else []), "MSE",
+              "F1@4", "F1@8", "epochs", "crops seen"]
     sizes = sorted(set(frame["n_train"]) | set(budget.cells_sizes if budget else ()))
     body = []
     for n in sizes:
@@ -107,14 +115,20 @@ def cells_table(frame: pd.DataFrame, budget: Budget | None) -> str:
             runs = at_n[at_n["model"] == model]
             expected = f"/{budget.cells_draws}" if budget else ""
             if runs.empty:
-                body.append([model, "", str(n), f"0{expected}", NOT_RUN, "", "", "", "", ""])
+                body.append([model, "", str(n), f"0{expected}", NOT_RUN] + [""] * (len(header) - 5))
                 continue
             body.append([model, runs["family"].iloc[0], str(n), f"{len(runs)}{expected}", mean_std(runs["mae"]),
-                         fmt(runs["mse"].mean()), fmt(runs["f1_4"].mean(), 3), fmt(runs["f1_8"].mean(), 3),
-                         str(int(runs["epochs"].iloc[0])), str(int(runs["images_seen"].iloc[0]))])
-        body += [[f"*{a.method}* (published; {a.split})", "", str(n), "", a.mae_text, "", "", "", "", ""]
+                         *([mean_std(runs["mae_views"])] if views else []), fmt(runs["mse"].mean()),
+                         fmt(runs["f1_4"].mean(), 3), fmt(runs["f1_8"].mean(), 3), str(int(runs["epochs"].iloc[0])),
+                         str(int(runs["images_seen"].iloc[0]))])
+        body += [[f"*{a.method}* (published; {a.split})", "", str(n), "", a.mae_text] + [""] * (len(header) - 5)
                  for a in ANCHORS if a.n_train == n]
-    return markdown_table(header, body)
+    table = markdown_table(header, body)
+    if views:
+        table += (f"\n\nMAE, {views} views: each test image counted as the mean of its counts in {views} flipped and "
+                  "turned copies (`zoo eval --views`, the draws that scored it); points and F1 are those of the "
+                  "image as given.")
+    return table
 
 
 def accuracy_cells(r: pd.Series) -> list[str]:
@@ -202,17 +216,24 @@ def budget_text(budget: Budget) -> str:
 
 
 def cells_verdict(frame: pd.DataFrame) -> str:
-    """One line per N: the best model's mean MAE against the published anchors at that N."""
+    """One line per N: the best model's mean MAE against the published anchors at that N; a second one for the
+    mean count of test-time views, where draws scored it."""
     lines = []
     for n, runs in frame.groupby("n_train"):
-        means = runs.groupby("model")["mae"].mean()
-        best = means.idxmin()
-        anchors = [a for a in ANCHORS if a.n_train == n]
-        against = "; ".join(f"{a.method} {a.mae_text}: {'beaten' if means[best] < a.mae else 'not reached'}"
-                            for a in anchors)
-        lines.append(f"- N = {n}: best is {best} at {means[best]:.2f} MAE (mean of "
-                     f"{plural(int((runs['model'] == best).sum()), 'draw')}){'; ' + against if against else ''}.")
+        lines.append(verdict_line(f"N = {n}", n, runs, "mae"))
+        viewed = runs.dropna(subset=["mae_views"])
+        if not viewed.empty:
+            lines.append(verdict_line(f"N = {n}, mean count of {views_label(viewed)} views", n, viewed, "mae_views"))
     return "\n".join(lines)
+
+
+def verdict_line(label: str, n: int, runs: pd.DataFrame, column: str) -> str:
+    means = runs.groupby("model")[column].mean()
+    best = means.idxmin()
+    against = "; ".join(f"{a.method} {a.mae_text}: {'beaten' if means[best] < a.mae else 'not reached'}"
+                        for a in ANCHORS if a.n_train == n)
+    return (f"- {label}: best is {best} at {means[best]:.2f} MAE (mean of "
+            f"{plural(int((runs['model'] == best).sum()), 'draw')}){'; ' + against if against else ''}.")
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ import csv
 from pathlib import Path
 
 from zoo.csvrows import append_rows
+from zoo.metrics import VIEW_KEYS
 
 KEY = ("protocol", "model", "budget", "device", "n_train", "draw")
 COLUMNS = [*KEY, "family", "epochs", "images_seen", "crop_size", "crops_per_image", "threads", "train_seconds",
-           "mae", "mse", "nae", "f1_4", "f1_8", "init_from", "checkpoint", "date", "git_commit"]
+           "mae", "mse", "nae", "f1_4", "f1_8", *VIEW_KEYS, "init_from", "checkpoint", "date",
+           "git_commit"]
 # The harness's cost columns, measured for the synthetic protocol (same models, the benchmark resolution).
 SPEED_COLUMNS = ["bench_status", "bench_resolution", "bench_dtype", "params_total", "gflops_per_image",
                  "latency_ms_median", "images_per_s", "train_images_per_s", "peak_rss_mb", "cuda_peak_allocated_mb"]

@@ -6,6 +6,7 @@ Runs the real protocol code on the test-only tiny family and tiny generated data
 from __future__ import annotations
 
 import csv
+import json
 import re
 import sys
 from pathlib import Path
@@ -113,11 +114,11 @@ def test_a_model_trained_on_larger_crops_sees_as_many_pixels_not_as_many_crops()
     budget = Budget(name="tiny-large", models=("small", "large"), cells_sizes=(8,), cells_draws=1, crops_per_image=1,
                     cells_crops=1600, synthetic_crops=0, street_crops=0, street_crop_size=256, validations=5,
                     model_recipes={"large": {"crop_size": 2 * Recipe().crop_size}})
-    small, large = (budget.recipe_overrides(1600, 8, model) for model in ("small", "large"))
+    small, large = (budget.recipe_overrides("cells", 1600, 8, model) for model in ("small", "large"))
     assert (small["epochs"], small["crop_size"]) == (200, Recipe().crop_size)
     assert (large["epochs"], large["crop_size"], large["eval_every"]) == (50, 2 * Recipe().crop_size, 10)
     # A protocol that already crops at the model's size (street, 256 px) gives it the protocol's crop count.
-    assert budget.recipe_overrides(1600, 8, "large", crop_size=256)["epochs"] == 200
+    assert budget.recipe_overrides("street", 1600, 8, "large", crop_size=256)["epochs"] == 200
     assert "a model given larger crops sees as many pixels" in report.budget_text(budget)
 
 
@@ -125,14 +126,20 @@ def test_a_budgets_validation_choices_reach_the_trainer_and_the_report(setup):
     chosen = Budget(name="tiny-chosen", models=("tiny_density",), cells_sizes=(4,), cells_draws=1,
                     crops_per_image=1, cells_crops=8, synthetic_crops=0, street_crops=0, street_crop_size=24,
                     validations=1, model_recipes={"tiny_density": {"lr": 0.05, "rotate": True}},
-                    model_kwargs={"tiny_density": {"width": 4}})
+                    model_kwargs={"tiny_density": {"width": 4}}, test_views={"cells": 8})
     protocols.PROTOCOLS["cells"](chosen, setup)
     run = protocols.Job("cells", "tiny_density", "", 4, 0, chosen.cells_crops).out(chosen, setup)
     record = load_checkpoint(run / "last.pt")["config"]
-    assert record["recipe"]["rotate"] and record["recipe"]["lr"] == 0.05
+    assert record["recipe"]["rotate"] and record["recipe"]["lr"] == 0.05 and record["recipe"]["test_views"] == 8
     assert record["train"]["model_kwargs"] == {"width": 4} and record["train"]["channels_last"]
+    # The row's 8-view MAE is the one the run's test wrote, and a second score: not the single view's.
+    row = pd.read_csv(rows.csv_path(setup.results, "cells")).iloc[0]
+    tested = json.loads((run / "test_metrics.json").read_text())
+    assert row["test_views"] == 8 and row["mae_views"] == pytest.approx(tested["mae_views"])
+    assert tested["mae"] == pytest.approx(row["mae"]) and tested["mae_views"] != tested["mae"]
     markdown = report.write_report(setup.results, {"tiny-chosen": chosen}).read_text()
     assert "except what this budget chose on validation (tiny_density lr=0.05, rotate=True, width=4)" in markdown
+    assert "MAE, 8 views" in markdown and "N = 4, mean count of 8 views: best is tiny_density" in markdown
 
 
 def test_a_lost_row_is_rebuilt_from_its_finished_run_without_training_again(setup):
@@ -201,7 +208,8 @@ def test_report_shows_mean_and_spread_beside_the_anchors_and_lists_missing_rows(
                     crops_per_image=1, cells_crops=64, synthetic_crops=64, street_crops=64, street_crop_size=256,
                     validations=1, cells_models={32: ("tiny_density",)})
     for draw, mae in ((0, 3.0), (1, 5.5)):
-        rows.append_row(rows.csv_path(results, "cells"), fake_row("cells", "tiny_density", 64, draw, mae), "cells")
+        rows.append_row(rows.csv_path(results, "cells"),
+                        fake_row("cells", "tiny_density", 64, draw, mae, test_views=8, mae_views=mae - 1), "cells")
     speed = {"bench_status": "ok", "bench_resolution": "768x1024", "bench_dtype": "bf16", "params_total": 2e6,
              "gflops_per_image": 10.0, "latency_ms_median": 50.0, "images_per_s": 20.0, "train_images_per_s": 9.0,
              "peak_rss_mb": 300.0}
@@ -212,6 +220,8 @@ def test_report_shows_mean_and_spread_beside_the_anchors_and_lists_missing_rows(
     cells = table_after(markdown, "1. VGG cells")
     ours = next(r for r in cells if r[0] == "tiny_density" and r[2] == "64")
     assert ours[3] == "2/2" and ours[4] == f"{np.mean([3.0, 5.5]):.2f} ± {np.std([3.0, 5.5], ddof=1):.2f}"
+    assert ours[5] == f"{np.mean([2.0, 4.5]):.2f} ± {np.std([2.0, 4.5], ddof=1):.2f}"  # MAE, 8 views
+    assert "N = 64, mean count of 8 views: best is tiny_density at 3.25 MAE" in markdown
     count_ception = next(r for r in cells if r[0].startswith("*Count-ception") and r[2] == "64")
     assert (count_ception[2], count_ception[4]) == ("64", "2.3")
     anchors_32 = [r for r in cells if r[2] == "32" and "published" in r[0]]

@@ -131,3 +131,27 @@ def test_a_synthetic_only_model_says_so_once_on_other_data(trained, tmp_path, ca
     assert warnings("eval", "--weights", str(synthetic_only), "--data", str(trained["data"])) == note
     assert warnings("predict", "--weights", str(synthetic_only), str(inside_default), "--out", out) == []
     assert warnings("predict", "--weights", str(trained["checkpoint"]), str(photo), "--out", out) == []
+
+
+def test_eval_views_count_the_mean_of_the_image_and_its_mirror(trained, tmp_path, capsys):
+    # The mirrored test images, as a dataset of their own: `--views 1` on them counts what view 2 of `--views 2`
+    # must see (only the counts matter here, so the ground truth is copied as is).
+    mirrored = tmp_path / "mirrored"
+    shutil.copytree(trained["data"] / "test_data", mirrored / "test_data")
+    for image in list((mirrored / "test_data" / "images").iterdir()):  # PNG: a JPEG would not be exact
+        cv2.imwrite(str(image.with_suffix(".png")), cv2.flip(cv2.imread(str(image)), 1))
+        image.unlink()
+    counts = {}
+    for views, data in (("1", trained["data"]), ("1", mirrored), ("2", trained["data"])):
+        per_image = tmp_path / f"views{views}-{data.name}.csv"
+        assert main(["eval", "--weights", str(trained["checkpoint"]), "--data", str(data), "--views", views,
+                     "--per-image", str(per_image)]) == 0
+        table = pd.read_csv(per_image)
+        counts[views, data.name] = dict(zip(table["name"].map(lambda p: Path(p).stem), table["pred_count"],
+                                            strict=True))
+    capsys.readouterr()
+    plain, mirror, both = counts["1", trained["data"].name], counts["1", "mirrored"], counts["2", trained["data"].name]
+    assert set(plain) == set(mirror) == set(both) and len(both) == 2
+    assert any(plain[name] != pytest.approx(mirror[name], rel=1e-3) for name in both)  # the mirror counts otherwise
+    for name in both:
+        assert both[name] == pytest.approx((plain[name] + mirror[name]) / 2, rel=1e-4), name

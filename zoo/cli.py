@@ -18,7 +18,7 @@ from rich.table import Table
 from zoo.errors import ZooError
 from zoo.export import DEFAULT_OPSET, RUNTIMES
 from zoo.quantize import CALIBRATION_IMAGES
-from zoo.registry import AMP_MODES
+from zoo.registry import AMP_MODES, VIEW_COUNTS
 
 console = Console()
 WEIGHTS_HELP = "zoo checkpoint, or a published checkpoint of the model's family (then name the model)"
@@ -247,7 +247,7 @@ def cmd_eval(args) -> int:
     _print_notes(run.state)
     _warn(synthetic_only_note(run.state, [args.data] if args.data else []))
     run = _on_runtime(run, args)
-    evaluator = evaluate_checkpoint(run, args.data, args.format, args.split)
+    evaluator = evaluate_checkpoint(run, args.data, args.format, args.split, args.views)
     if args.per_image:
         evaluator.write_csv(args.per_image)
     summary = evaluator.summary()
@@ -416,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     p.add_argument("--per-image", metavar="CSV", help="also write one row per image to this CSV")
+    p.add_argument("--views", type=int, default=1, choices=VIEW_COUNTS,
+                   help="count each image as the mean over this many views: 2 adds the left-right flip, 4 the "
+                        "up-down flip and half turn, 8 the quarter turns (for images with no up); points, maps, "
+                        "GAME and F1 stay those of the image as given (default 1)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default: as trained)")
     _add_trust_pickle(p)

@@ -112,10 +112,11 @@ def synthetic_only_note(state: dict, inputs: list[str | Path]) -> str | None:
 
 
 def evaluate_checkpoint(run: Inference, data: str | None = None, fmt: str | None = None,
-                        split: str = "test") -> Evaluator:
+                        split: str = "test", views: int = 1) -> Evaluator:
     """Score `run` on a split. Without `data`, the split comes from the dataset, format, seed and validation
     share the training run recorded, so it is the very split the trainer tested on. With `data`, an unsplit list
-    is scored whole as the split the user names; a dataset with named splits must have that split."""
+    is scored whole as the split the user names; a dataset with named splits must have that split. `views`:
+    count metrics score each image's mean count over that many test-time views (zoo.evaluate.VIEWS)."""
     recorded = run.state.get("config", {}).get("train", {})
     explicit = data is not None
     if not explicit:
@@ -124,7 +125,7 @@ def evaluate_checkpoint(run: Inference, data: str | None = None, fmt: str | None
                             None if explicit else recorded.get("val_fraction"))
     records = splits.select(split) if explicit else splits.get(split)
     return evaluate(run.model, records, f"{splits.name}:{split}", threshold=run.threshold, device=run.device,
-                    amp=run.amp, channels_last=run.channels_last, forward=run.forward)
+                    amp=run.amp, channels_last=run.channels_last, forward=run.forward, views=views)
 
 
 # ---- prediction on image files --------------------------------------------------------------------------------

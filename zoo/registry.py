@@ -17,6 +17,7 @@ from zoo.errors import ZooError
 #: mixed-precision modes of training and inference (autocast dtype, or off); defined here, where importing
 #: costs nothing, because the CLI lists them in --help
 AMP_MODES = ("bf16", "fp16", "off")
+VIEW_COUNTS = (1, 2, 4, 8)  # test-time views a count can average (zoo.evaluate.VIEWS, in order)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Recipe:
     # momentum 0.1: noisy) are recomputed with the current weights over this many training crops per image,
     # augmented as in training. 0 keeps the running averages.
     bn_recalibration: int = 0
+    # The final test also scores the mean count over this many views of each test image (zoo.evaluate.VIEWS: 2
+    # adds the left-right flip, 4 the up-down flip and half turn, 8 the quarter turns), beside the image as given.
+    # Validation always scores the image as given. 1: no second score.
+    test_views: int = 1
 
     def override(self, **changes) -> Recipe:
         known = {f.name for f in fields(self)}

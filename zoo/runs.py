@@ -21,7 +21,7 @@ from zoo.errors import ZooError
 
 RUN_FILES = ("best.pt", "last.pt", "metrics.csv")  # a folder holding any of them holds a run
 OUTPUT_FILES = (*RUN_FILES, "test_metrics.json", "test_predictions.csv")
-RESUMABLE_CHANGES = {"epochs", "eval_every", "threshold"}  # recipe fields a resumed run may change
+RESUMABLE_CHANGES = {"epochs", "eval_every", "threshold", "test_views"}  # recipe fields a resumed run may change
 RUN_SETTINGS = ("data", "format", "seed", "model_kwargs")  # train settings a resumed run must keep
 
 

@@ -40,15 +40,15 @@ from zoo.checkpoint import (
 from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset, is_pose, keypoint_types, resolve_splits
 from zoo.errors import ZooError
-from zoo.evaluate import autocast, evaluate, evaluate_thresholds
-from zoo.metrics import HEADLINE_METRICS
+from zoo.evaluate import autocast, check_views, evaluate, evaluate_thresholds
+from zoo.metrics import HEADLINE_METRICS, VIEW_KEYS, VIEW_METRICS
 from zoo.pose_metrics import SUMMARY_KEYS as POSE_KEYS
 from zoo.predict import load_inference
 from zoo.registry import AMP_MODES, create_model, get_recipe
 from zoo.runs import check_same_run, run_folder
 
 VAL_COLUMNS = ("mae", "mse", "f1_4", "f1_8", "ap", "ap50")  # validation metrics logged per epoch (those present)
-RESULT_KEYS = (*HEADLINE_METRICS, *POSE_KEYS)
+RESULT_KEYS = (*HEADLINE_METRICS, *POSE_KEYS, *VIEW_KEYS)
 
 
 @dataclass
@@ -147,6 +147,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     splits = resolve_splits(cfg.data, cfg.format, cfg.seed, cfg.val_fraction)
     if not splits.train:
         raise ZooError(f"{cfg.data}: the training split is empty")
+    check_views(recipe.test_views, splits.test)  # before training, not after it
     if is_pose(splits.train):  # the data decides how many keypoint types the model predicts
         cfg.model_kwargs = {"num_keypoints": keypoint_types(splits.train), **cfg.model_kwargs}
     net = create_model(cfg.model, **cfg.model_kwargs).to(device)  # a family without keypoint mode refuses the option
@@ -354,6 +355,12 @@ def final_test(splits, chosen: Path, recipe, cfg: TrainConfig, device, console: 
     else:
         console.print(f"test ({summary['images']} persons, {chosen.name}): OKS AP {summary['ap']:.3f} | "
                       f"AP50 {summary['ap50']:.3f} | AP75 {summary['ap75']:.3f} | AR {summary['ar']:.3f}")
+    if recipe.test_views > 1:
+        viewed = evaluate(run.model, splits.test, f"{splits.name}:test", threshold=run.threshold, device=device,
+                          amp=run.amp, channels_last=run.channels_last, views=recipe.test_views).summary()
+        summary.update({"test_views": recipe.test_views, **{f"{k}_views": viewed[k] for k in VIEW_METRICS}})
+        console.print(f"test, mean count of {recipe.test_views} views: MAE {summary['mae_views']:.2f} | "
+                      f"MSE {summary['mse_views']:.2f}")
     atomic_write(out / "test_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     result.update({k: v for k, v in summary.items() if k in RESULT_KEYS})
     return result
