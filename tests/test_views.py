@@ -16,7 +16,7 @@ from torch import nn
 
 from zoo.data.readers import Record
 from zoo.errors import ZooError
-from zoo.evaluate import VIEWS, evaluate, evaluate_thresholds, view_of
+from zoo.evaluate import VIEWS, check_views, evaluate, evaluate_thresholds, view_of
 from zoo.models.base import CrowdModel
 from zoo.types import Prediction
 
@@ -121,3 +121,11 @@ def test_views_decode_every_threshold(records):
 def test_an_unknown_number_of_views_is_refused(records):
     with pytest.raises(ZooError, match="test views must be one of 1, 2, 4, 8, got 3"):
         evaluate(TopLeftCounter(), records, "views", threshold=1.0, views=3)
+
+
+def test_views_are_refused_on_pose_data_where_a_mirror_swaps_left_and_right(records):
+    person = Record(image=records[0].image, points=records[0].points, source=records[0].source,
+                    box=np.array([0.0, 0.0, 10.0, 10.0]))
+    check_views(1, [person])  # the person crops as given
+    with pytest.raises(ZooError, match="test views are for counting data"):
+        check_views(2, [person])
