@@ -206,11 +206,13 @@ def budget_text(budget: Budget) -> str:
     only = "".join(f" (N = {n}: {', '.join(budget.models_at(n))} only)" for n in budget.cells_models)
     larger = (" (a model given larger crops sees as many pixels: fewer crops)"
               if any("crop_size" in c for c in budget.model_recipes.values()) else "")
+    views = "".join(f"; the final {protocol} test also counts each image as the mean of {plural(v, 'view')}"
+                    for protocol, v in budget.test_views.items() if protocol in budget.protocols and v > 1)
     return (f"Models {', '.join(budget.models)}; cells N = {', '.join(map(str, budget.cells_sizes))}{only} with "
             f"{plural(budget.cells_draws, 'draw')} each; {plural(budget.crops_per_image, 'crop')} per image per "
             f"epoch; training crops per run: {', '.join(f'{p} {budget.crops(p)}' for p in budget.protocols)}{larger}; "
-            f"{plural(budget.validations, 'validation pass', 'validation passes')} per run. Same augmentation for "
-            f"every model (the default recipe's scale, flip and jitter; {crops}); the rest is each model's "
+            f"{plural(budget.validations, 'validation pass', 'validation passes')} per run{views}. Same augmentation "
+            f"for every model (the default recipe's scale, flip and jitter; {crops}); the rest is each model's "
             f"registry recipe{choices}. All models start from random weights (no pretrained weights exist here). "
             + budget.note).strip()
 
@@ -224,6 +226,9 @@ def cells_verdict(frame: pd.DataFrame) -> str:
         viewed = runs.dropna(subset=["mae_views"])
         if not viewed.empty:
             lines.append(verdict_line(f"N = {n}, mean count of {views_label(viewed)} views", n, viewed, "mae_views"))
+    if frame["mae_views"].notna().any():
+        lines.append("\nThe first line of each N counts every test image once, as given; the views line adds a "
+                     "test-time choice of ours that this report does not know the published figures to make.")
     return "\n".join(lines)
 
 

@@ -140,6 +140,7 @@ def test_a_budgets_validation_choices_reach_the_trainer_and_the_report(setup):
     markdown = report.write_report(setup.results, {"tiny-chosen": chosen}).read_text()
     assert "except what this budget chose on validation (tiny_density lr=0.05, rotate=True, width=4)" in markdown
     assert "MAE, 8 views" in markdown and "N = 4, mean count of 8 views: best is tiny_density" in markdown
+    assert "per run; the final cells test also counts each image as the mean of 8 views." in markdown
 
 
 def test_a_lost_row_is_rebuilt_from_its_finished_run_without_training_again(setup):
