@@ -251,8 +251,9 @@ def cmd_eval(args) -> int:
     if args.per_image:
         evaluator.write_csv(args.per_image)
     summary = evaluator.summary()
+    views = f", counts: mean of {args.views} views" if args.views > 1 else ""
     table = Table(title=f"zoo eval {run.model.registry_name}: {args.split} split, {summary['images']} images, "
-                        f"threshold {run.threshold:g}")
+                        f"threshold {run.threshold:g}{views}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
