@@ -98,7 +98,7 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 
 
 def views_label(frame: pd.DataFrame) -> str | None:
-    """"8", say, when `frame`'s rows also scored the mean count of test-time views; None when none did."""
+    """The test-time views `frame`'s rows also scored the mean count of, as text ("8"); None when none did."""
     views = sorted({int(v) for v in frame["test_views"].dropna()})
     return "/".join(map(str, views)) if views else None
 
