@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from zoo.data.collate import collate
+from zoo.data.collate import collate, stack_padded
 from zoo.data.dataset import PointDataset, is_pose
 from zoo.errors import ZooError
 from zoo.metrics import Evaluator
@@ -39,10 +38,8 @@ def view_of(images: Tensor, sizes: Tensor, turns: int, flip: bool, stride: int) 
     for image, (h, w) in zip(images, sizes.tolist(), strict=True):
         content = torch.rot90(image[:, :h, :w], turns, (1, 2))
         contents.append(content.flip(-1) if flip else content)
-    height = -(-max(c.shape[1] for c in contents) // stride) * stride
-    width = -(-max(c.shape[2] for c in contents) // stride) * stride
-    padded = torch.stack([F.pad(c, (0, width - c.shape[2], 0, height - c.shape[1])) for c in contents])
-    return padded, torch.tensor([c.shape[1:] for c in contents], dtype=sizes.dtype, device=sizes.device)
+    new_sizes = torch.tensor([c.shape[1:] for c in contents], dtype=sizes.dtype, device=sizes.device)
+    return stack_padded(contents, stride), new_sizes
 
 
 def autocast(device: torch.device | str, amp: str):

@@ -17,17 +17,12 @@ def collate(samples: list[dict] | list[list[dict]]) -> Batch:
     real (h, w) so losses and decoding can ignore the padding.
     """
     samples = [s for item in samples for s in (item if isinstance(item, list) else [item])]
-    height = max(s["image"].shape[1] for s in samples)
-    width = max(s["image"].shape[2] for s in samples)
-    images = torch.stack([_pad_to(s["image"], height, width) for s in samples])
+    images = stack_padded([s["image"] for s in samples])
     sizes = torch.tensor([s["meta"].get("valid_size", s["image"].shape[1:]) for s in samples],
                          dtype=torch.long)
     targets = {}
     for key in samples[0].get("targets", {}):
-        maps = [s["targets"][key] for s in samples]
-        th = max(m.shape[-2] for m in maps)
-        tw = max(m.shape[-1] for m in maps)
-        targets[key] = torch.stack([_pad_to(m, th, tw) for m in maps])
+        targets[key] = stack_padded([s["targets"][key] for s in samples])
     return Batch(
         images=images,
         points=[torch.as_tensor(s["points"], dtype=torch.float32).reshape(-1, 2) for s in samples],
@@ -37,5 +32,9 @@ def collate(samples: list[dict] | list[list[dict]]) -> Batch:
     )
 
 
-def _pad_to(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return F.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2]))
+def stack_padded(tensors: list[torch.Tensor], multiple: int = 1) -> torch.Tensor:
+    """`tensors` (..., h, w) zero-padded at the bottom and right to the largest h and w, rounded up to a multiple
+    of `multiple`, and stacked."""
+    height = -(-max(t.shape[-2] for t in tensors) // multiple) * multiple
+    width = -(-max(t.shape[-1] for t in tensors) // multiple) * multiple
+    return torch.stack([F.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2])) for t in tensors])
