@@ -96,19 +96,21 @@ BUDGETS = {
     # pool; the evidence is in results/README.md): three draws at N = 64 for every family, N = 32 for the best.
     # 15360 crops are 25-30 minutes of training a P2PNet or CSRNet-BN run on 2 cores with channels_last, about 10
     # for CPN-R18 (`zoo bench --resolution 256x256 --train-step --channels-last`: 11, 9 and ~30 crops/s).
-    # CSRNet-BN trains on whole 256 px cell images, a quarter as many crops: its count from 128 px crops drifts
-    # when it sees a whole image (results/README.md).
+    # CSRNet-BN and CPN-R18 train on whole 256 px cell images, a quarter as many crops: CSRNet's count from 128 px
+    # crops drifts when it sees a whole image, and CPN's whole-image runs take half the time. CPN's count, the
+    # heatmap's mass, swings in a level shared by every image between validations: it is rescaled on validation
+    # (fit_count_scale; results/README.md).
     "cells": Budget(name="cells", models=("p2pnet", "csrnet_bn", "cpn_r18"), cells_sizes=(64, 32), cells_draws=3,
                     crops_per_image=1, cells_crops=15_360, synthetic_crops=0, street_crops=0, street_crop_size=256,
                     validations=20, cells_models={32: ("p2pnet",)},
                     model_recipes={"p2pnet": {"lr": 3e-4, "backbone_lr": 3e-4, "bn_recalibration": 4},
                                    "csrnet_bn": {"crop_size": 256, "bn_recalibration": 4},
-                                   "cpn_r18": {"bn_recalibration": 4}},
+                                   "cpn_r18": {"crop_size": 256, "bn_recalibration": 4, "fit_count_scale": True}},
                     model_kwargs={"cpn_r18": {"count": "mass"}},
                     test_views={"cells": 8},
                     note="Cells only, every run about 30 minutes or less of this 2-core CPU: 240 epochs at N = 64, "
-                         "480 at N = 32, one 128 px crop per image per epoch (CSRNet-BN: 60 epochs of whole 256 px "
-                         "images, the same pixels)."),
+                         "480 at N = 32, one 128 px crop per image per epoch (CSRNet-BN and CPN-R18: 60 epochs of "
+                         "whole 256 px images, the same pixels)."),
     # The protocol: five draws per N, every model, long enough to converge on a GPU.
     "full": Budget(name="full", models=("p2pnet", "csrnet_bn", "cpn", "cpn_r18"), cells_sizes=(32, 64),
                    cells_draws=5, crops_per_image=4, cells_crops=64_000, synthetic_crops=64_000,

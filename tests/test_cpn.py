@@ -307,6 +307,23 @@ def test_mass_counts_heads_that_peaks_merge():
     assert by_mass.points.shape == by_peaks.points.shape  # points are the peaks either way
 
 
+def test_count_scale_scales_the_mass_count_and_its_map_but_not_the_peaks():
+    model = CPN(backbone="resnet18", count="mass")
+    points = np.array([[20.0, 20.0], [26.0, 20.0], [90.0, 70.0]], np.float32)
+    outputs = {"refine": model.target_encoder()(points, (128, 128), {})["refine"][None]}
+    sizes = torch.tensor([[128, 128]])
+    plain = model.decode(outputs, sizes, threshold=0.3)[0]
+    model.count_scale = 0.8
+    scaled = model.decode(outputs, sizes, threshold=0.3)[0]
+    assert scaled.count == pytest.approx(0.8 * plain.count)
+    np.testing.assert_allclose(scaled.dense_map, 0.8 * plain.dense_map, rtol=1e-6)
+    np.testing.assert_array_equal(scaled.points, plain.points)
+    # Only a count that is a sum has a level to calibrate: a number of peaks, or K keypoints, has none.
+    assert model.count_is_sum
+    assert not CPN(backbone="resnet18").count_is_sum
+    assert not CPN(backbone="resnet18", num_keypoints=17, count="mass").count_is_sum
+
+
 def test_unknown_count_is_a_user_error():
     with pytest.raises(ZooError, match="count must be one of peaks, mass"):
         create_model("cpn_r18", count="sum")

@@ -217,6 +217,17 @@ def test_negative_density_counts_as_zero_so_the_count_and_the_map_agree():
     assert everything_negative[0].count == 0 and len(everything_negative[0].points) == 0
 
 
+def test_count_scale_multiplies_the_count_the_map_and_the_peak_threshold_sees():
+    model = CSRNet(batch_norm=False)
+    assert model.count_is_sum
+    output = torch.tensor([[0.6, 0.0, 0.3], [0.0, 0.1, 0.0]]).view(1, 1, 2, 3)
+    model.count_scale = 2.0
+    (prediction,) = model.decode({"density": output}, torch.tensor([[16, 24]]), threshold=0.5)
+    assert prediction.count == pytest.approx(2.0)  # 2 x (0.6 + 0.3 + 0.1)
+    assert prediction.dense_map.sum() == pytest.approx(prediction.count)
+    np.testing.assert_allclose(prediction.points, [[4, 4], [20, 4]])  # 0.3 x 2 clears 0.5; 0.1 x 2 does not
+
+
 @pytest.fixture
 def one_thread():
     # On these 32x32 inputs two threads ran 6x slower than one (57 s vs 9 s of CPU for this test).

@@ -277,3 +277,14 @@ def test_csv_overwrites_and_unwritable_paths_are_user_errors(tmp_path):
     blocker.write_text("")
     with pytest.raises(ZooError, match="a_file"):
         three_image_evaluator().write_csv(blocker / "per_image.csv")
+
+
+def test_count_scale_makes_the_predicted_counts_add_up_to_the_true_ones():
+    evaluator = Evaluator()
+    empty = np.zeros((0, 2))
+    for predicted, true in ((4.0, 6), (1.0, 3), (0.0, 1)):
+        evaluator.add(Prediction(predicted, empty, np.zeros(0)), np.ones((true, 2)), (8, 8))
+    assert evaluator.count_scale() == pytest.approx(10 / 5)
+    nothing = Evaluator()
+    nothing.add(Prediction(0.0, empty, np.zeros(0)), np.ones((3, 2)), (8, 8))
+    assert nothing.count_scale() == 1.0  # no level to scale

@@ -77,6 +77,35 @@ def test_the_threshold_is_chosen_on_validation_and_decodes_the_checkpoint(datase
         evaluate(run.model, splits.test, "test", threshold=best["threshold"]).summary()["mae"])
 
 
+def test_the_count_scale_is_fitted_on_validation_and_decodes_the_checkpoint(dataset, tmp_path):
+    result = train(TrainConfig("tiny_density", data=str(dataset), out=str(tmp_path), amp="off",
+                               recipe={"epochs": 3, "fit_count_scale": True}))
+    best = load_checkpoint(tmp_path / "best.pt")
+    run = load_inference(tmp_path / "best.pt", fold_bn=False)
+    assert run.model.count_scale == best["count_scale"]
+    splits = resolve_splits(str(dataset))
+    # Reference: the ratio of true to predicted validation counts of the same weights at scale 1.
+    run.model.count_scale = 1.0
+    unscaled = pd.DataFrame(evaluate(run.model, splits.val, "val", threshold=0.3).rows())
+    expected = unscaled["gt_count"].sum() / unscaled["pred_count"].sum()
+    assert best["count_scale"] == pytest.approx(expected, rel=1e-6)
+    assert abs(expected - 1) > 0.01  # the fit mattered
+    unscaled_test = evaluate(run.model, splits.test, "test", threshold=0.3).summary()["mae"]
+    run.model.count_scale = expected
+    assert result["mae"] == pytest.approx(evaluate(run.model, splits.test, "test", threshold=0.3).summary()["mae"])
+    assert result["mae"] != pytest.approx(unscaled_test)
+    history = pd.read_csv(tmp_path / "metrics.csv")
+    assert best["count_scale"] in set(history["val_count_scale"])
+
+
+def test_fitting_a_count_scale_needs_a_count_that_is_a_sum(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(tiny_family.TinyDensity, "count_is_sum", False)
+    with pytest.raises(ZooError, match="fit_count_scale needs a count that is a map's sum"):
+        train(TrainConfig("tiny_density", data=str(dataset), out=str(tmp_path / "run"), amp="off",
+                          recipe={"epochs": 1, "fit_count_scale": True}))
+    assert not (tmp_path / "run").exists()  # refused before a run folder is claimed
+
+
 def test_batch_norm_recalibration_recomputes_the_statistics_validation_uses(dataset, tmp_path):
     train(TrainConfig("tiny_density", data=str(dataset), out=str(tmp_path), amp="off",
                       model_kwargs={"batch_norm": True},

@@ -28,6 +28,7 @@ class CellCounts:
 
 class TinyDensity(CrowdModel):
     stride = 4
+    count_is_sum = True
     instances: list = []
 
     def __init__(self, width: int = 8, batch_norm: bool = False):
@@ -52,7 +53,7 @@ class TinyDensity(CrowdModel):
     def decode(self, outputs, sizes, threshold):
         preds = []
         for density, (h, w) in zip(outputs["density"].float(), sizes.tolist(), strict=True):
-            d = density[0, : h // 4, : w // 4]
+            d = density[0, : h // 4, : w // 4] * self.count_scale
             ys, xs = torch.nonzero(d > threshold, as_tuple=True)
             pts = torch.stack([xs * 4 + 2.0, ys * 4 + 2.0], 1).cpu().numpy() if len(xs) else np.zeros((0, 2))
             preds.append(Prediction(float(d.sum()), pts, d[ys, xs].cpu().numpy(), d.cpu().numpy(), 4, True))

@@ -2,7 +2,7 @@
 
 A checkpoint is a plain dict of tensors and Python values. A run's `last.pt` holds the whole training state:
     model, model_name, model_kwargs, optimizer, scaler, torch_rng, epoch, step, config, history, best_val_mae,
-    provenance
+    threshold, count_scale, provenance
 its `best.pt` only what inference reads (`inference_state`): the same without optimizer, scaler and torch_rng.
 `provenance` says where the weights came from: for a training run its commit, torch version and start time; for a
 file converted from a published checkpoint (zoo convert) the source file name, sha256, layout, packing and
@@ -49,10 +49,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 # What evaluation, prediction and fine-tuning read: the weights, the model they fit, the recorded training
-# settings (mixed precision, memory format, data, seed), the decision threshold chosen on validation and where
-# they came from.
+# settings (mixed precision, memory format, data, seed), the decision threshold and count scale chosen on
+# validation and where they came from.
 INFERENCE_KEYS = ("model", "model_name", "model_kwargs", "config", "epoch", "step", "history", "best_val_mae",
-                  "threshold", "provenance")
+                  "threshold", "count_scale", "provenance")
 
 
 def inference_state(state: dict) -> dict:
@@ -126,6 +126,7 @@ def model_from_checkpoint(path: Path | str, name: str | None = None, device: str
     A zoo checkpoint rebuilds the registered model it records (or `name`, a model of the same family) with its
     recorded options; a published one is converted. `options` add constructor options; those the weights imply
     (the family's `implied_options`, e.g. batch norm) win over recorded ones and are noted in state["notes"].
+    The count scale fitted on validation, if the checkpoint records one, is set on the model.
     """
     state = resolve_checkpoint(path, name, options, trust_pickle)
     recorded = state.get("model_name")
@@ -141,4 +142,5 @@ def model_from_checkpoint(path: Path | str, name: str | None = None, device: str
     kwargs = {**record, **merge_options(options or {}, implied, path)}
     model = create_model(name, **kwargs)
     load_model_state(model, state, path)
+    model.count_scale = float(state.get("count_scale", 1.0))
     return model.to(device).eval(), {**state, "notes": state.get("notes", []) + notes}

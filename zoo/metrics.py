@@ -195,6 +195,12 @@ class Evaluator:
             result[f"f1_{key}"] = 2 * precision * recall / both if both > 0 else 0.0
         return result
 
+    def count_scale(self) -> float:
+        """The factor that makes the predicted counts add up to the true ones (1 when nothing was predicted)."""
+        table = pd.DataFrame(self._rows)
+        predicted = float(table["pred_count"].sum())
+        return float(table["gt_count"].sum()) / predicted if predicted > 0 else 1.0
+
     def selection_loss(self) -> float:
         """Lower is better: what the trainer picks checkpoints on (MAE)."""
         return self.summary()["mae"]

@@ -44,6 +44,9 @@ class Recipe:
     # Thresholds tried at each validation (one forward pass decodes them all): the one with the best validation
     # score decodes that checkpoint and is recorded in it. Empty: `threshold` always.
     threshold_candidates: tuple[float, ...] = ()
+    # Fit the model's `count_scale` at each validation (sum of the true counts over the sum of the predicted ones,
+    # at scale 1), then score and record the checkpoint at that scale. Only for a count that is a map's sum.
+    fit_count_scale: bool = False
     eval_every: int = 1
     # Before each validation, batch norm's running statistics (an average over the last ~10 batches at torch's
     # momentum 0.1: noisy) are recomputed with the current weights over this many training crops per image,

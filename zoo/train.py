@@ -151,6 +151,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     if is_pose(splits.train):  # the data decides how many keypoint types the model predicts
         cfg.model_kwargs = {"num_keypoints": keypoint_types(splits.train), **cfg.model_kwargs}
     net = create_model(cfg.model, **cfg.model_kwargs).to(device)  # a family without keypoint mode refuses the option
+    if recipe.fit_count_scale and not net.count_is_sum:
+        raise ZooError(f"{cfg.model}: fit_count_scale needs a count that is a map's sum (a density, a heatmap's "
+                       "mass); this model counts otherwise")
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     if main:
@@ -191,6 +194,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
         torch.set_rng_state(state["torch_rng"])
         start_epoch, step, history = state["epoch"], state["step"], state["history"]
         best_mae, threshold = state["best_val_mae"], state.get("threshold", threshold)
+        net.count_scale = state.get("count_scale", 1.0)
         if main:
             console.print(f"resumed from {out / 'last.pt'} after epoch {start_epoch}")
     else:
@@ -249,6 +253,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                 threshold, scored = validate(net, splits, recipe, cfg, device)
                 row.update({f"val_{k}": v for k, v in scored.summary().items() if k in VAL_COLUMNS})
                 row["val_selection"], row["val_threshold"] = scored.selection_loss(), threshold
+                if recipe.fit_count_scale:
+                    row["val_count_scale"] = net.count_scale
             history.append(row)
             if main:
                 # best_val_mae holds the selection loss: MAE, or 1 - AP for pose data
@@ -258,7 +264,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step,
                          "config": config_record, "history": history, "best_val_mae": best_mae,
-                         "threshold": threshold, "provenance": origin}
+                         "threshold": threshold, "count_scale": net.count_scale, "provenance": origin}
                 if improved:
                     save_checkpoint(out / "best.pt", inference_state(state))
                 save_checkpoint(out / "last.pt", state)
@@ -308,10 +314,14 @@ def recalibrate_batch_norm(net, crops: PointDataset, batch_size: int, cfg: Train
 
 
 def validate(net, splits, recipe, cfg: TrainConfig, device):
-    """The validation threshold (the recipe's, or the best of its candidates) and the evaluator at it."""
+    """The validation threshold (the recipe's, or the best of its candidates) and the evaluator at it. With the
+    recipe's `fit_count_scale`, a first pass at scale 1 fits `net.count_scale`, which the thresholds then see."""
     candidates = recipe.threshold_candidates or (recipe.threshold,)
-    scored = evaluate_thresholds(net, splits.val, f"{splits.name}:val", thresholds=candidates, device=device,
-                                 amp=cfg.amp, channels_last=cfg.channels_last)
+    key, options = f"{splits.name}:val", dict(device=device, amp=cfg.amp, channels_last=cfg.channels_last)
+    if recipe.fit_count_scale:
+        net.count_scale = 1.0
+        net.count_scale = evaluate(net, splits.val, key, threshold=candidates[0], **options).count_scale()
+    scored = evaluate_thresholds(net, splits.val, key, thresholds=candidates, **options)
     best = min(range(len(candidates)), key=lambda k: scored[k].selection_loss())  # ties: the first candidate
     return float(candidates[best]), scored[best]
 
@@ -329,6 +339,8 @@ def epoch_line(row: dict, improved: bool) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4g}", f"{row['train_images_per_s']:.1f} img/s"]
     if "val_mae" in row:
         parts += [f"val MAE {row['val_mae']:.2f}", f"MSE {row['val_mse']:.2f}", f"F1@8 {row['val_f1_8']:.3f}"]
+    if "val_count_scale" in row:
+        parts.append(f"count scale {row['val_count_scale']:.3f}")
     if "val_ap" in row:
         parts += [f"val AP {row['val_ap']:.3f}", f"AP50 {row['val_ap50']:.3f}"]
     return " | ".join(parts) + (" [green](best)[/]" if improved else "")

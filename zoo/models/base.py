@@ -26,6 +26,12 @@ class CrowdModel(nn.Module):
     #: plus the one map cell a 3x3 decoding neighbourhood reads, rounded up to a multiple of `stride`. Tiled
     #: inference (zoo.tiling) takes it as the least overlap; None: unknown, and the model is never tiled.
     receptive_context: int | None = None
+    #: multiplies the count (and the dense map it is summed from) in `decode`, for a family whose count is a map's
+    #: sum (`count_is_sum`). The trainer fits it on validation when the recipe says `fit_count_scale`, and
+    #: checkpoints record it as they record the threshold: such a count can be right in its shape and wrong in its
+    #: level, shared by every image (a number of points has no such level).
+    count_scale: float = 1.0
+    count_is_sum: bool = False
 
     def target_encoder(self) -> TargetEncoder | None:
         """Encoder run on each training sample, or None when the loss works from `batch.points` directly."""

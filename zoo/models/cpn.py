@@ -379,6 +379,7 @@ class CPN(CrowdModel):
             raise ZooError(f"cpn: count must be one of {', '.join(COUNTS)}, got {count!r}")
         self.num_keypoints = num_keypoints
         self.count = count
+        self.count_is_sum = count == "mass" and num_keypoints == 1
         self.flip_test = flip_test
         # Which channel a keypoint type becomes in a mirrored image; known for COCO's 17 types.
         coco = num_keypoints == len(COCO_KEYPOINTS)
@@ -448,7 +449,7 @@ class CPN(CrowdModel):
             h, w = (-(-int(s) // OUTPUT_STRIDE) for s in size)
             dense = dense[:h, :w]
             if self.count == "mass":  # the map, in heads per cell, integrates to the count (GAME sums its regions)
-                dense = dense.clamp(min=0) / self.head_mass
+                dense = dense.clamp(min=0) * (self.count_scale / self.head_mass)
                 count = float(dense.sum())
             else:
                 count = float(len(points))

@@ -40,6 +40,7 @@ class CSRNet(CrowdModel):
     """
 
     stride = 8
+    count_is_sum = True
 
     def __init__(self, dilation: str = "B", batch_norm: bool = False, pretrained=False, sigma_mode: str = "adaptive",
                  sigma: float = 4.0, density_scale: float = 1.0):
@@ -102,7 +103,7 @@ class CSRNet(CrowdModel):
         The output layer is unbounded, so cells can come out negative (an undertrained model's sum can be a
         negative count). Negative cells are set to 0 before anything else: no region ever holds fewer than 0
         people, so the count, the GAME regions summed from the map and the overlay all stay >= 0 and agree."""
-        density = outputs["density"].float().clamp(min=0) / self.density_scale
+        density = outputs["density"].float().clamp(min=0) * (self.count_scale / self.density_scale)
         predictions = []
         for d, (h, w) in zip(density, sizes.tolist(), strict=True):
             cells = d[:, : -(-h // self.stride), : -(-w // self.stride)]  # (1, ceil(h/8), ceil(w/8))
