@@ -10,6 +10,8 @@ over many seeded random cases):
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -114,6 +116,8 @@ def assert_fully_visible_squares_survive(image: np.ndarray, ids: np.ndarray, n_p
 
 EXACT_OPS = {
     "random_crop": lambda s, rng: T.random_crop(s, rng, int(rng.integers(8, max(s.size) + 24))),
+    "crop_containing": lambda s, rng: T.crop_containing(s, rng, int(rng.integers(8, max(s.size) + 24)),
+                                                        rng.uniform(0, s.size[::-1])),
     "crop": lambda s, rng: T.crop(s, int(rng.integers(-20, s.size[0])), int(rng.integers(-20, s.size[1])),
                                   int(rng.integers(1, 80)), int(rng.integers(1, 80))),
     "hflip": lambda s, rng: T.hflip(s),
@@ -143,6 +147,24 @@ def test_crop_drops_points_outside_and_keeps_source_rows():
     np.testing.assert_array_equal(shifted.ids, [1, 2, 5])
     np.testing.assert_allclose(shifted.points, points[[1, 2, 5]] - np.array([5, -5], np.float32))
     assert (shifted.image[:5] == 0).all() and (shifted.image[5:, :, 2] == 255).all()
+
+
+@pytest.mark.parametrize("size", [1, 16, 40])
+def test_crop_containing_holds_its_point_and_reaches_every_window_that_does(size):
+    rng = np.random.default_rng(size)
+    sample = make_sample(coded_image(40, 60), np.array([[3.5, 38.2], [58.9, 0.1], [30.0, 20.0]], np.float32))
+    for k, point in enumerate(sample.points):
+        tops, lefts = set(), set()
+        for _ in range(400):
+            out = T.crop_containing(sample, rng, size, point)
+            assert k in out.ids
+            tops.add(int(out.image[0, 0, 1]))  # the window's corner pixel codes its row and column
+            lefts.add(int(out.image[0, 0, 0]))
+        x, y = int(point[0]), int(point[1])
+        # Reference: every in-image window of this size whose pixels include the point's.
+        expected_tops = {t for t in range(0, 40 - size + 1) if t <= y < t + size}
+        expected_lefts = {c for c in range(0, 60 - size + 1) if c <= x < c + size}
+        assert tops == expected_tops and lefts == expected_lefts
 
 
 def test_hflip_maps_pixel_edges_exactly():
@@ -217,6 +239,24 @@ def test_point_dataset_training_crops_keep_points_on_content(tmp_path, rotate):
                                            item["meta"]["valid_size"])
                 assert_fully_visible_squares_survive(image, ids - 3, len(records[index].points) - 3,
                                                      item["meta"]["valid_size"])
+
+
+def test_head_crops_hold_a_head_where_random_crops_often_hold_none(tmp_path):
+    record = write_squares_dataset(tmp_path, n=1)[0]
+    sparse = replace(record, points=record.points[3:4])  # one head in a 60-100 px image, 16 px crops
+
+    def heads(share: float) -> list[int]:
+        dataset = PointDataset([sparse], "one", stride=8, train=True, crop_size=16, crops_per_image=4,
+                               head_crops=share, seed=1)
+        found = []
+        for epoch in range(25):
+            dataset.set_epoch(epoch)
+            found += [len(item["points"]) for item in dataset[0]]
+        return found
+
+    assert min(heads(1.0)) == 1
+    assert np.mean([n > 0 for n in heads(0.0)]) < 0.3
+    assert 0.3 < np.mean([n > 0 for n in heads(0.5)]) < 0.85
 
 
 def test_point_dataset_drops_out_of_image_points_on_load(tmp_path):

@@ -37,6 +37,9 @@ class Recipe:
     flip: bool = True
     rotate: bool = False  # random quarter turns too: for images with no up (cells), not for street scenes
     color_jitter: float = 0.2  # max relative change of brightness, contrast and saturation
+    # Share of training crops placed to hold a head drawn at random from the image's (the rest anywhere): on
+    # photos whose heads fill a small part of the frame, most random crops hold nobody.
+    head_crops: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
     warmup_epochs: int = 1
     freeze_backbone_epochs: int = 0  # train only neck and heads first (the P2PNet notes' fine-tuning strategy)

@@ -286,7 +286,8 @@ def training_crops(splits, stride: int, recipe, seed: int, crops_per_image: int,
     """The training images as the recipe augments them, `crops_per_image` crops each."""
     return PointDataset(splits.train, f"{splits.name}:train", stride=stride, train=True, encoder=encoder,
                         crop_size=recipe.crop_size, crops_per_image=crops_per_image, scale_range=recipe.scale_range,
-                        flip=recipe.flip, rotate=recipe.rotate, jitter=recipe.color_jitter, seed=seed)
+                        flip=recipe.flip, rotate=recipe.rotate, jitter=recipe.color_jitter,
+                        head_crops=recipe.head_crops, seed=seed)
 
 
 @torch.no_grad()

@@ -125,19 +125,22 @@ class PointDataset(Dataset):
 
     Training items are lists of `crops_per_image` random crops of one image (the collate flattens them);
     evaluation items are whole images padded to the model's stride. `rotate` adds random quarter turns, for
-    images with no up (cells under a microscope). A pose record (one with a person `box`) is
-    instead cropped around its person to `person_shape` (`transforms.person_crop`): in training zoomed by a
-    factor drawn from `scale_range` and mirrored with its keypoint types swapped left <-> right.
+    images with no up (cells under a microscope). `head_crops` is the share of crops placed to hold a head
+    drawn at random from the image's (for photos whose heads fill a small part of the frame). A pose record (one
+    with a person `box`) is instead cropped around its person to `person_shape` (`transforms.person_crop`): in
+    training zoomed by a factor drawn from `scale_range` and mirrored with its keypoint types swapped left <->
+    right.
     """
 
     def __init__(self, records: list[Record], key: str, *, stride: int, train: bool = False, encoder=None,
                  crop_size: int = 128, crops_per_image: int = 1, scale_range=(1.0, 1.0), flip: bool = False,
-                 rotate: bool = False, jitter: float = 0.0, seed: int = 0,
+                 rotate: bool = False, jitter: float = 0.0, head_crops: float = 0.0, seed: int = 0,
                  person_shape: tuple[int, int] = PERSON_SHAPE):
         self.records, self.key, self.stride, self.train, self.encoder = records, key, stride, train, encoder
         self.crop_size, self.crops_per_image, self.scale_range = crop_size, crops_per_image, scale_range
         self.person_shape = person_shape
         self.flip, self.rotate, self.jitter, self.seed = flip, rotate, jitter, seed
+        self.head_crops = head_crops
         self.epoch = 0
         if train and crop_size % stride:
             raise ZooError(f"crop size {crop_size} must be a multiple of the model's stride {stride}")
@@ -174,7 +177,11 @@ class PointDataset(Dataset):
         scaled = T.random_scale(sample, rng, lo, hi, min_side=self.crop_size)
         crops = []
         for _ in range(self.crops_per_image):
-            c = T.random_crop(scaled, rng, self.crop_size)
+            # Drawn only when asked for, so runs without head crops keep their random streams.
+            if self.head_crops and len(scaled.points) and rng.random() < self.head_crops:
+                c = T.crop_containing(scaled, rng, self.crop_size, scaled.points[rng.integers(len(scaled.points))])
+            else:
+                c = T.random_crop(scaled, rng, self.crop_size)
             if self.flip and rng.random() < 0.5:
                 c = T.hflip(c)
             if self.rotate:

@@ -72,6 +72,15 @@ def random_crop(sample: Sample, rng: np.random.Generator, size: int) -> Sample:
     return crop(sample, top, left, size, size)
 
 
+def crop_containing(sample: Sample, rng: np.random.Generator, size: int, point: np.ndarray) -> Sample:
+    """A random `size` crop that holds `point` (x, y), uniformly among the image's windows that do."""
+    h, w = sample.size
+    x, y = int(point[0]), int(point[1])
+    top = int(rng.integers(min(max(y - size + 1, 0), max(h - size, 0)), min(y, max(h - size, 0)) + 1))
+    left = int(rng.integers(min(max(x - size + 1, 0), max(w - size, 0)), min(x, max(w - size, 0)) + 1))
+    return crop(sample, top, left, size, size)
+
+
 def hflip(sample: Sample) -> Sample:
     w = sample.size[1]
     points = sample.points.copy()
