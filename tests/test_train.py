@@ -98,6 +98,21 @@ def test_the_count_scale_is_fitted_on_validation_and_decodes_the_checkpoint(data
     assert best["count_scale"] in set(history["val_count_scale"])
 
 
+def test_the_logged_validation_score_is_the_one_zoo_eval_reproduces(dataset, tmp_path):
+    """Under bf16 a graph with batch norm folded counts differently from the unfolded one; validation must score
+    the graph evaluation runs, or the checkpoint is chosen on numbers nobody can reproduce."""
+    train(TrainConfig("tiny_density", data=str(dataset), out=str(tmp_path), amp="bf16", channels_last=True,
+                      model_kwargs={"batch_norm": True}, recipe={"epochs": 3}))
+    best = load_checkpoint(tmp_path / "best.pt")
+    logged = pd.read_csv(tmp_path / "metrics.csv").set_index("epoch").loc[best["epoch"], "val_mae"]
+    run = load_inference(tmp_path / "best.pt")  # folded, bf16, channels_last: as the checkpoint records
+    splits = resolve_splits(str(dataset))
+    scored = evaluate(run.model, splits.val, "val", threshold=run.threshold, amp=run.amp,
+                      channels_last=run.channels_last).summary()["mae"]
+    assert run.amp == "bf16" and run.channels_last
+    assert scored == pytest.approx(logged, rel=1e-9, abs=1e-9)
+
+
 def test_fitting_a_count_scale_needs_a_count_that_is_a_sum(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(tiny_family.TinyDensity, "count_is_sum", False)
     with pytest.raises(ZooError, match="fit_count_scale needs a count that is a map's sum"):

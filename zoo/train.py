@@ -12,6 +12,7 @@ same weights as one that was never interrupted (checked on CPU).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -42,6 +43,7 @@ from zoo.data.dataset import PointDataset, is_pose, keypoint_types, resolve_spli
 from zoo.errors import ZooError
 from zoo.evaluate import autocast, check_views, evaluate, evaluate_thresholds
 from zoo.metrics import HEADLINE_METRICS, VIEW_KEYS, VIEW_METRICS
+from zoo.models.fold import prepare_for_inference
 from zoo.pose_metrics import SUMMARY_KEYS as POSE_KEYS
 from zoo.predict import load_inference
 from zoo.registry import AMP_MODES, create_model, get_recipe
@@ -316,13 +318,21 @@ def recalibrate_batch_norm(net, crops: PointDataset, batch_size: int, cfg: Train
 
 def validate(net, splits, recipe, cfg: TrainConfig, device):
     """The validation threshold (the recipe's, or the best of its candidates) and the evaluator at it. With the
-    recipe's `fit_count_scale`, a first pass at scale 1 fits `net.count_scale`, which the thresholds then see."""
+    recipe's `fit_count_scale`, a first pass at scale 1 fits `net.count_scale`, which the thresholds then see.
+
+    Scored on a copy of `net` with batch norm folded, the graph `zoo eval` and the final test run a checkpoint
+    with: under mixed precision the folded and unfolded graphs count differently, and the checkpoint is chosen on
+    the numbers it will reproduce."""
+    scoring = prepare_for_inference(copy.deepcopy(net))
+    if cfg.channels_last:
+        scoring = scoring.to(memory_format=torch.channels_last)  # folded weights come out contiguous
     candidates = recipe.threshold_candidates or (recipe.threshold,)
     key, options = f"{splits.name}:val", dict(device=device, amp=cfg.amp, channels_last=cfg.channels_last)
     if recipe.fit_count_scale:
-        net.count_scale = 1.0
-        net.count_scale = evaluate(net, splits.val, key, threshold=candidates[0], **options).count_scale()
-    scored = evaluate_thresholds(net, splits.val, key, thresholds=candidates, **options)
+        scoring.count_scale = 1.0
+        scoring.count_scale = evaluate(scoring, splits.val, key, threshold=candidates[0], **options).count_scale()
+        net.count_scale = scoring.count_scale
+    scored = evaluate_thresholds(scoring, splits.val, key, thresholds=candidates, **options)
     best = min(range(len(candidates)), key=lambda k: scored[k].selection_loss())  # ties: the first candidate
     return float(candidates[best]), scored[best]
 
