@@ -113,6 +113,10 @@ def seeded_csrnet():
 
 
 FAMILIES = {"p2pnet": seeded_p2pnet, "csrnet": seeded_csrnet, "cpn_r18": lambda: create_model("cpn_r18")}
+# How far a bf16 point may sit from its float32 twin. CPN moves each peak a quarter cell toward its higher
+# neighbour; where the two neighbours nearly tie (common in an untrained flat map), bf16 rounding can pick the
+# other side: half a stride-4 cell, 2 px (seen on CI's CPU). Any other cell would be 4 px or more away.
+POINT_TOLERANCE = {"p2pnet": 0.5, "csrnet": 0.5, "cpn_r18": 2.0}
 
 
 def threshold_in_widest_gap(scores: np.ndarray) -> float:
@@ -138,4 +142,4 @@ def test_bf16_autocast_finds_the_float32_points_and_counts(name):
     assert len(exact.points) > 0
     assert abs(approx.count - exact.count) <= 0.01 * abs(exact.count)
     assert len(approx.points) == len(exact.points)
-    assert match_points(approx.points, exact.points, 0.5) == len(exact.points)
+    assert match_points(approx.points, exact.points, POINT_TOLERANCE[name]) == len(exact.points)
