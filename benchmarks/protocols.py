@@ -6,7 +6,7 @@ its CSV is skipped, and a job interrupted mid-training continues from its run fo
 2. synthetic: each model on the built-in synthetic crowds under the same budget, plus the harness's speed and
    memory columns for it.
 3. street: the real street-crowd set (30 train of which 6 validate, 8 test), fine-tuned from each model's
-   synthetic checkpoint.
+   synthetic checkpoint or, where the budget says so, trained from random weights over several draws.
 """
 
 from __future__ import annotations
@@ -148,8 +148,13 @@ def synthetic_jobs(budget: Budget, setup: Setup) -> list[Job]:
 
 
 def street_jobs(budget: Budget, setup: Setup) -> list[Job]:
-    """Fine-tuning jobs for the models whose synthetic run (same budget and device) has finished."""
+    """The street runs: from random weights, one per draw, or fine-tuning each model's synthetic checkpoint
+    (same budget and device), for the models whose synthetic run has finished."""
     n_train = len(resolve_splits(str(setup.street)).train)
+    if not budget.street_from_synthetic:
+        return [Job("street", model, str(setup.street), n_train, draw, budget.street_crops,
+                    crop_size=budget.street_crop_size)
+                for draw in range(budget.street_draws) for model in budget.models]
     trained = {row["model"]: row["checkpoint"]
                for row in rows.read_rows(rows.csv_path(setup.results, "synthetic"))
                if (row["budget"], row["device"]) == (budget.name, setup.device)}

@@ -50,11 +50,12 @@ COMMANDS = """\
 .venv/bin/python -m benchmarks.compare --budget cpu                  # reduced: about 40 minutes on 2 idle cores
 .venv/bin/python -m benchmarks.compare --budget cpu-long             # cells only, 8x longer: about 75 minutes
 .venv/bin/python -m benchmarks.compare --budget cells                # cells, each family at its best: ~5 hours
+.venv/bin/python -m benchmarks.compare --budget street              # street photos from random weights: ~85 min
 .venv/bin/python -m benchmarks.compare --budget full --device cuda   # the issue's full protocol, on a GPU
 .venv/bin/python -m benchmarks.compare --report-only                 # this file and the figure, from the CSVs"""
 PROTOCOL_TITLES = {"cells": "1. VGG cells (images 101-200, MAE over draws)",
                    "synthetic": "2. Synthetic crowds (held-out synthetic test split)",
-                   "street": "3. Real street crowds (8 test images, fine-tuned from the synthetic checkpoints)"}
+                   "street": "3. Real street crowds (8 test images; MAE over draws where there are several)"}
 NOT_RUN = "not run"
 ACCURACY = ["MAE", "MSE", "NAE", "F1@4", "F1@8"]
 TEXT_COLUMNS = ("protocol", "model", "budget", "device", "family", "init_from", "checkpoint", "date", "git_commit")
@@ -168,10 +169,22 @@ def synthetic_table(frame: pd.DataFrame, budget: Budget | None) -> str:
 
 
 def street_table(frame: pd.DataFrame, budget: Budget | None) -> str:
-    header = ["model", "family", *ACCURACY, "crops seen", "epochs", "fine-tuned from"]
-    table = latest_run_table(frame, budget, header, lambda r: [*accuracy_cells(r), str(int(r["images_seen"])),
-                                                                str(int(r["epochs"])), f"`{r['init_from']}`"])
-    return table + (
+    """One line per model: the mean ± std over its draws (a budget fine-tuning synthetic checkpoints has one)."""
+    header = ["model", "family", "draws", "MAE mean ± std", "MSE", "NAE", "F1@4", "F1@8", "crops seen", "epochs",
+              "start"]
+    body = []
+    for model in models_in(frame, budget):
+        runs = frame[frame["model"] == model]
+        expected = f"/{budget.street_draws}" if budget else ""
+        if runs.empty:
+            body.append([model, "", f"0{expected}", NOT_RUN] + [""] * (len(header) - 4))
+            continue
+        start = ", ".join(f"`{c}`" for c in runs["init_from"].dropna()) or "random weights"
+        body.append([model, runs["family"].iloc[0], f"{len(runs)}{expected}", mean_std(runs["mae"]),
+                     fmt(runs["mse"].mean()), fmt(runs["nae"].mean(), 3), fmt(runs["f1_4"].mean(), 3),
+                     fmt(runs["f1_8"].mean(), 3), str(int(runs["images_seen"].iloc[0])),
+                     str(int(runs["epochs"].iloc[0])), start])
+    return markdown_table(header, body) + (
         "\n\nThis set uses ShanghaiTech Part B's layout but holds other scenes, so published Part B results do "
         "not apply to it.")
 
@@ -186,8 +199,11 @@ def missing_rows(frames: dict[str, pd.DataFrame], budget: Budget) -> list[str]:
     have_any_n = {(p, m, d) for p, m, _, d in have}
     missing = [f"cells {m} N={n} draw {d}" for n in budget.cells_sizes for d in range(budget.cells_draws)
                for m in budget.models_at(n) if "cells" in budget.protocols and ("cells", m, n, d) not in have]
-    missing += [f"{p} {m}" for p in ("synthetic", "street") for m in budget.models
-                if p in budget.protocols and (p, m, 0) not in have_any_n]
+    missing += [f"synthetic {m}" for m in budget.models
+                if "synthetic" in budget.protocols and ("synthetic", m, 0) not in have_any_n]
+    missing += [f"street {m}" + (f" draw {d}" if budget.street_draws > 1 else "")
+                for d in range(budget.street_draws) for m in budget.models
+                if "street" in budget.protocols and ("street", m, d) not in have_any_n]
     return missing
 
 
@@ -208,8 +224,11 @@ def budget_text(budget: Budget) -> str:
               if any("crop_size" in c for c in budget.model_recipes.values()) else "")
     views = "".join(f"; the final {protocol} test also counts each image as the mean of {plural(v, 'view')}"
                     for protocol, v in budget.test_views.items() if protocol in budget.protocols and v > 1)
-    return (f"Models {', '.join(budget.models)}; cells N = {', '.join(map(str, budget.cells_sizes))}{only} with "
-            f"{plural(budget.cells_draws, 'draw')} each; {plural(budget.crops_per_image, 'crop')} per image per "
+    cells = (f"cells N = {', '.join(map(str, budget.cells_sizes))}{only} with {plural(budget.cells_draws, 'draw')} "
+             "each; " if "cells" in budget.protocols else "")
+    street = (f"street photos: {plural(budget.street_draws, 'draw')} from random weights; "
+              if "street" in budget.protocols and not budget.street_from_synthetic else "")
+    return (f"Models {', '.join(budget.models)}; {cells}{street}{plural(budget.crops_per_image, 'crop')} per image per "
             f"epoch; training crops per run: {', '.join(f'{p} {budget.crops(p)}' for p in budget.protocols)}{larger}; "
             f"{plural(budget.validations, 'validation pass', 'validation passes')} per run{views}. Same augmentation "
             f"for every model (the default recipe's scale, flip and jitter; {crops}); the rest is each model's "

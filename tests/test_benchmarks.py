@@ -9,6 +9,7 @@ import csv
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -171,6 +172,23 @@ def test_street_fine_tunes_the_synthetic_checkpoint_and_synthetic_rows_carry_spe
     assert synthetic["bench_resolution"] == "32x32" and synthetic["params_total"] > 0
     assert street["init_from"] == synthetic["checkpoint"] and street["n_train"] == 4  # one of 5 validates
     assert load_checkpoint(street["checkpoint"])["config"]["train"]["init_from"] == synthetic["checkpoint"]
+
+
+def test_a_street_budget_from_random_weights_trains_each_draw_and_reports_their_spread(setup, tmp_path):
+    setup.street = write_shanghaitech(tmp_path / "street", {"train": 5, "test": 2}, seed=2)
+    budget = replace(TINY, name="tiny-street", cells_sizes=(), synthetic_crops=0, street_from_synthetic=False,
+                     street_draws=2)
+    assert budget.protocols == ("street",)
+    protocols.PROTOCOLS["street"](budget, setup)  # no synthetic rows needed
+    street = pd.read_csv(rows.csv_path(setup.results, "street"))
+    assert list(street["draw"]) == [0, 1] and street["init_from"].isna().all()
+    seeds = [load_checkpoint(c)["config"]["train"]["seed"] for c in street["checkpoint"]]
+    assert seeds == [0, 1]
+    markdown = report.write_report(setup.results, {"tiny-street": budget}).read_text()
+    (ours,) = table_after(markdown, "3. Real street crowds")
+    assert ours[2] == "2/2" and ours[3] == f"{street['mae'].mean():.2f} ± {street['mae'].std(ddof=1):.2f}"
+    assert ours[-1] == "random weights"
+    assert "None: every run this budget calls for is in the CSVs." in markdown
 
 
 def test_init_from_starts_a_new_run_from_the_checkpoints_weights(tmp_path):
