@@ -25,13 +25,13 @@ from zoo.checkpoint import load_checkpoint
 from zoo.data.dataset import resolve_splits
 from zoo.data.readers import read_records
 from zoo.errors import ZooError
-from zoo.registry import Recipe
+from zoo.registry import Recipe, get_recipe
 from zoo.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks/ scripts live beside zoo/
 
 from benchmarks import protocols, report, rows  # noqa: E402
-from benchmarks.budgets import Budget  # noqa: E402
+from benchmarks.budgets import BUDGETS, Budget  # noqa: E402
 
 TINY = Budget(name="tiny", models=("tiny_density",), cells_sizes=(4,), cells_draws=2, crops_per_image=1,
               cells_crops=8, synthetic_crops=8, street_crops=8, street_crop_size=24, validations=1)
@@ -315,6 +315,14 @@ def test_a_cells_only_budget_runs_and_reports_cells_alone(setup):
     assert "### 1. VGG cells" in markdown and "### 2. Synthetic" not in markdown and "### 3. Real" not in markdown
     assert "None: every run this budget calls for is in the CSVs." in markdown
     assert "training crops per run: cells 8;" in markdown
+
+
+def test_every_budget_names_registered_models_and_recipe_fields_they_have():
+    for key, budget in BUDGETS.items():
+        assert budget.name == key or key == "cpu"  # "cpu" writes its rows as "cpu-reduced"
+        assert set(budget.model_recipes) | set(budget.model_kwargs) <= set(budget.models), key
+        for model in budget.models:
+            get_recipe(model).override(**budget.model_recipes.get(model, {}))  # ZooError on an unknown field
 
 
 def test_a_commit_of_digits_only_stays_text_in_the_report(tmp_path):
