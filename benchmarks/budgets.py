@@ -21,7 +21,7 @@ AUGMENTATION_FIELDS = ("crop_size", "scale_range", "flip", "color_jitter")
 
 @dataclass(frozen=True)
 class Budget:
-    name: str  # recorded in every CSV row: "cpu-reduced", "cpu-long", "cells", "cells-long", "street" or "full"
+    name: str  # recorded in every CSV row: its key in BUDGETS, but "cpu-reduced" for "cpu"
     models: tuple[str, ...]
     cells_sizes: tuple[int, ...]  # N, training images drawn from VGG cells 1-100
     cells_draws: int  # draws per N, seeded 0, 1, ...

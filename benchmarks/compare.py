@@ -29,9 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0],
                                      epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
-                        help="cpu (reduced), cpu-long (cells only, longer), cells (cells, each family at its best), "
-                             "cells-long (P2PNet on cells, twice the crops), street (street photos from random "
-                             "weights) or full (the issue's, for a GPU)")
+                        help="how much training each run gets (benchmarks/budgets.py): the commands below say what "
+                             "each budget runs")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", default="bf16", choices=AMP_MODES, help="mixed precision")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,

@@ -317,9 +317,10 @@ def test_a_cells_only_budget_runs_and_reports_cells_alone(setup):
     assert "training crops per run: cells 8;" in markdown
 
 
-def test_every_budget_names_registered_models_and_recipe_fields_they_have():
+def test_every_budget_is_listed_and_names_registered_models_and_recipe_fields_they_have():
     for key, budget in BUDGETS.items():
         assert budget.name == key or key == "cpu"  # "cpu" writes its rows as "cpu-reduced"
+        assert f"--budget {key} " in report.COMMANDS, key  # the command list that --help and the report show
         assert set(budget.model_recipes) | set(budget.model_kwargs) <= set(budget.models), key
         for model in budget.models:
             get_recipe(model).override(**budget.model_recipes.get(model, {}))  # ZooError on an unknown field
