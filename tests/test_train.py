@@ -178,6 +178,59 @@ def test_kill_9_then_resume_reaches_the_same_weights(dataset, tmp_path):
     assert all(torch.equal(clean[k], again[k]) for k in clean)
 
 
+def test_the_moving_average_of_the_weights_is_what_the_checkpoint_keeps(dataset, tmp_path, monkeypatch):
+    import zoo.train as trainer
+
+    after_each_step, decay = [], 0.8
+    real_step = trainer.optimizer_step
+
+    def recording_step(loss, net, *args):
+        real_step(loss, net, *args)
+        after_each_step.append({k: p.detach().clone() for k, p in net.named_parameters()})
+
+    monkeypatch.setattr(trainer, "optimizer_step", recording_step)
+    train(TrainConfig("tiny_density", data=str(dataset), out=str(tmp_path), amp="off",
+                      recipe={"epochs": 3, "ema_decay": decay}))
+    # Reference: the average of every step's weights, computed here
+    average = dict(after_each_step[0])
+    for weights_now in after_each_step[1:]:
+        average = {k: decay * average[k] + (1 - decay) * w for k, w in weights_now.items()}
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert len(after_each_step) > 3
+    for k, expected in average.items():
+        torch.testing.assert_close(state["model"][k], expected)
+        assert torch.equal(state["trained"][k], after_each_step[-1][k])
+    assert any(not torch.equal(state["model"][k], state["trained"][k]) for k in average)
+
+
+def test_a_run_with_a_moving_average_resumes_where_it_stopped(dataset, tmp_path, monkeypatch):
+    import zoo.train as trainer
+
+    config = dict(data=str(dataset), amp="off", recipe={"epochs": 4, "ema_decay": 0.8})
+    train(TrainConfig("tiny_density", out=str(tmp_path / "clean"), **config))
+    real_save = trainer.save_checkpoint
+
+    def save_then_stop(path, state):
+        real_save(path, state)
+        if path.name == "last.pt" and state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig("tiny_density", out=str(tmp_path / "stopped"), **config))
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    train(TrainConfig("tiny_density", out=str(tmp_path / "stopped"), resume=True, **config))
+    clean, resumed = (load_checkpoint(tmp_path / run / "last.pt") for run in ("clean", "stopped"))
+    for key in ("model", "trained"):
+        assert all(torch.equal(clean[key][k], resumed[key][k]) for k in clean[key])
+
+
+def test_an_ema_decay_outside_0_to_1_is_refused(dataset, tmp_path):
+    with pytest.raises(ZooError, match="ema_decay must be in"):
+        train(TrainConfig("tiny_density", data=str(dataset), out=str(tmp_path), amp="off",
+                          recipe={"epochs": 1, "ema_decay": 1.0}))
+
+
 def test_non_finite_loss_stops_with_the_step_and_term_and_keeps_the_checkpoint(dataset, tmp_path, monkeypatch):
     calls = {"n": 0}
     original = tiny_family.TinyDensity.loss

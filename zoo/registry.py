@@ -55,6 +55,10 @@ class Recipe:
     # momentum 0.1: noisy) are recomputed with the current weights over this many training crops per image,
     # augmented as in training. 0 keeps the running averages.
     bn_recalibration: int = 0
+    # Validate, keep and test an exponential moving average of the weights (this decay per optimizer step, so
+    # about 1 / (1 - decay) steps averaged) instead of the weights of the last step, which batches of 8 crops
+    # push around. 0: the weights as trained.
+    ema_decay: float = 0.0
     # The final test also scores the mean count over this many views of each test image (zoo.evaluate.VIEWS: 2
     # adds the left-right flip, 4 the up-down flip and half turn, 8 the quarter turns), beside the image as given.
     # Validation always scores the image as given. 1: no second score.

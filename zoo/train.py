@@ -27,6 +27,7 @@ import torch.distributed as dist
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from zoo import distributed as zdist
@@ -158,6 +159,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                        "mass); this model counts otherwise")
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
+    if not 0.0 <= recipe.ema_decay < 1.0:
+        raise ZooError(f"ema_decay must be in [0, 1), got {recipe.ema_decay}")
     if main:
         for problem in splits.skipped:
             console.print(f"[yellow]skipped[/] {escape(problem)}", highlight=False, soft_wrap=True)
@@ -187,10 +190,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     config_record = {"train": asdict(cfg), "recipe": asdict(recipe), "world_size": world}
     origin = provenance() if main else {}
     start_epoch, step, history, best_mae, threshold = 0, 0, [], math.inf, recipe.threshold
+    resumed = {}
     if cfg.resume and (out / "last.pt").is_file():
-        state = load_checkpoint(out / "last.pt")
+        state = resumed = load_checkpoint(out / "last.pt")
         check_same_run(state, config_record, out / "last.pt")
-        load_model_state(net, state, out / "last.pt")
+        # With a moving average, "model" holds the average and "trained" the weights the optimizer moves
+        load_model_state(net, {**state, "model": state.get("trained", state["model"])}, out / "last.pt")
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
@@ -207,6 +212,13 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
             load_model_state(net, resolve_checkpoint(cfg.init_from, cfg.model, cfg.model_kwargs), cfg.init_from)
             if main:
                 console.print(f"initialized from {cfg.init_from}")
+    # The network validated, saved as best.pt and tested: the moving average (of batch norm's statistics too), or
+    # the trained one
+    average = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+               if recipe.ema_decay else None)
+    if average and resumed:
+        average.load_state_dict(resumed["average"])
+    kept = average.module if average else net
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
@@ -234,6 +246,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                 loss, parts = net.loss(outputs, batch)
                 check_finite(loss, parts, epoch, step, device)
                 optimizer_step(loss, net, optimizer, scaler, recipe.grad_clip)
+                if average:
+                    average.update_parameters(net)
                 step += 1
                 done += 1
                 images_seen += len(batch.images) * world
@@ -251,22 +265,24 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
             if main and splits.val and ((epoch + 1) % recipe.eval_every == 0 or last_epoch):
                 if calibration_set is not None:
                     calibration_set.set_epoch(epoch)
-                    recalibrate_batch_norm(net, calibration_set, recipe.batch_size, cfg, device)
-                threshold, scored = validate(net, splits, recipe, cfg, device)
+                    recalibrate_batch_norm(kept, calibration_set, recipe.batch_size, cfg, device)
+                threshold, scored = validate(kept, splits, recipe, cfg, device)
                 row.update({f"val_{k}": v for k, v in scored.summary().items() if k in VAL_COLUMNS})
                 row["val_selection"], row["val_threshold"] = scored.selection_loss(), threshold
                 if recipe.fit_count_scale:
-                    row["val_count_scale"] = net.count_scale
+                    row["val_count_scale"] = kept.count_scale
             history.append(row)
             if main:
                 # best_val_mae holds the selection loss: MAE, or 1 - AP for pose data
                 improved = row.get("val_selection", math.inf) < best_mae
                 best_mae = min(best_mae, row.get("val_selection", math.inf))
-                state = {"model": net.state_dict(), "model_name": cfg.model, "model_kwargs": cfg.model_kwargs,
+                state = {"model": kept.state_dict(), "model_name": cfg.model, "model_kwargs": cfg.model_kwargs,
                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "step": step,
                          "config": config_record, "history": history, "best_val_mae": best_mae,
-                         "threshold": threshold, "count_scale": net.count_scale, "provenance": origin}
+                         "threshold": threshold, "count_scale": kept.count_scale, "provenance": origin}
+                if average:  # resuming needs the weights as trained too; "model" holds the average
+                    state.update(trained=net.state_dict(), average=average.state_dict())
                 if improved:
                     save_checkpoint(out / "best.pt", inference_state(state))
                 save_checkpoint(out / "last.pt", state)
