@@ -236,6 +236,21 @@ def test_csv_columns_are_documented_and_a_second_run_appends(tmp_path):
     assert np.isnan(later["peak_rss_mb"]).all()  # in-process on CPU: no peak figure of its own
 
 
+@pytest.mark.parametrize("capability, bf16, vnni, amx, expected", [
+    ("AVX2", False, False, False, "AMD EPYC (AVX2)"),
+    ("AVX512", True, True, False, "AMD EPYC (AVX512, BF16, VNNI)"),
+    ("AVX512", True, True, True, "AMD EPYC (AVX512, BF16, VNNI, AMX)"),
+])
+def test_a_cpu_row_names_the_instructions_its_kernels_use(monkeypatch, capability, bf16, vnni, amx, expected):
+    # Two machines of one model name differ here, and bf16 or int8 rows of one are no guide to the other
+    monkeypatch.setattr(report, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert report.device_name(torch.device("cpu")) == expected
+
+
 def test_settings_share_weights_so_bf16_counts_compare_with_fp32(tmp_path):
     rows = run_bench(config(tmp_path, dtypes=("bf16",), fp32_reference=True, batch_sizes=(1, 2)))
     assert [(r["dtype"], r["batch_size"]) for r in rows] == [("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]

@@ -64,8 +64,17 @@ def git_commit(root: Path = CHECKOUT) -> str:
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's with the instructions its kernels use (CPUs of one name differ in them, and
+    bf16 and int8 speed depends on them), e.g. "AMD EPYC (AVX512, BF16, VNNI)"."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    extras = [name for name, present in (("BF16", torch.cpu._is_avx512_bf16_supported()),
+                                         ("VNNI", torch.cpu._is_vnni_supported()),
+                                         ("AMX", torch.cpu._is_amx_tile_supported())) if present]
+    return f"{cpu_model()} ({', '.join([torch.backends.cpu.get_cpu_capability(), *extras])})"
+
+
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
