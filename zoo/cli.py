@@ -145,6 +145,7 @@ def cmd_train(args) -> int:
 def cmd_bench(args) -> int:
     from zoo.bench import BenchConfig, run_bench
     from zoo.bench.config import parse_list, parse_resolution, parse_weights
+    from zoo.evaluate import slow_amp_note
     from zoo.registry import list_models
 
     cfg = BenchConfig(
@@ -157,6 +158,8 @@ def cmd_bench(args) -> int:
         warmup=args.warmup, train_iters=args.train_iters, train_step=args.train_step,
         weights=parse_weights(args.weights), data=args.data, out=Path(args.out) if args.out else None,
         isolate=False if args.in_process else None)
+    if "bf16" in cfg.dtypes:
+        _warn(slow_amp_note(cfg.device, "bf16", remedy="compare --dtype fp32"))
     rows = run_bench(cfg, console=err_console if args.json else console)
     if args.json:
         print(json.dumps(rows))
@@ -229,6 +232,9 @@ def _on_runtime(run, args):
     if runtime == "torch":
         if args.onnx:
             raise ZooError("--onnx FILE runs on onnxruntime, not --runtime torch")
+        from zoo.evaluate import slow_amp_note
+
+        _warn(slow_amp_note(run.device, run.amp))
         return run
     if args.amp not in (None, "off"):
         _warn(f"--amp {args.amp} does not apply to --runtime onnxruntime: the exported model runs in float32")

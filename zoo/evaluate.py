@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -49,6 +50,17 @@ def autocast(device: torch.device | str, amp: str):
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     return torch.autocast(device_type, dtype=dtype)
+
+
+def slow_amp_note(device: torch.device | str, amp: str, remedy: str = "pass --amp off") -> str | None:
+    """A warning when `amp` is bf16 on an x86 CPU without bf16 instructions (AVX512-BF16 or AMX), where bf16
+    convolutions run many times slower than float32 ones (measured in results/README.md)."""
+    if amp != "bf16" or torch.device(device).type != "cpu" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+        return None
+    return ("this CPU has no bf16 instructions (AVX512-BF16 or AMX): bf16 autocast runs many times slower than "
+            f"float32 here; {remedy}")
 
 
 def evaluate(model, records, key: str, *, threshold: float, **options) -> Evaluator:

@@ -42,7 +42,7 @@ from zoo.checkpoint import (
 from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset, is_pose, keypoint_types, resolve_splits
 from zoo.errors import ZooError
-from zoo.evaluate import autocast, check_views, evaluate, evaluate_thresholds
+from zoo.evaluate import autocast, check_views, evaluate, evaluate_thresholds, slow_amp_note
 from zoo.metrics import HEADLINE_METRICS, VIEW_KEYS, VIEW_METRICS
 from zoo.models.fold import prepare_for_inference
 from zoo.pose_metrics import SUMMARY_KEYS as POSE_KEYS
@@ -162,6 +162,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     if not 0.0 <= recipe.ema_decay < 1.0:
         raise ZooError(f"ema_decay must be in [0, 1), got {recipe.ema_decay}")
     if main:
+        if note := slow_amp_note(device, cfg.amp):
+            console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
         for problem in splits.skipped:
             console.print(f"[yellow]skipped[/] {escape(problem)}", highlight=False, soft_wrap=True)
     train_set = training_crops(splits, net.stride, recipe, cfg.seed, recipe.crops_per_image, net.target_encoder())

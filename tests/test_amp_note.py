@@ -1,0 +1,50 @@
+"""bf16 autocast on an x86 CPU without bf16 instructions runs on generic kernels, many times slower than float32
+(results/README.md): the trainer and the commands that run a model say so once, and nowhere else."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import tiny_family  # noqa: F401  (registers tiny_density)
+import torch
+from conftest import write_shanghaitech
+from rich.console import Console
+
+from zoo.evaluate import slow_amp_note
+from zoo.train import TrainConfig, train
+
+
+def cpu(monkeypatch, *, machine="x86_64", avx512_bf16=False, amx=False):
+    monkeypatch.setattr("platform.machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+
+
+def test_bf16_on_an_x86_cpu_without_bf16_instructions_is_noted(monkeypatch):
+    cpu(monkeypatch)
+    note = slow_amp_note("cpu", "bf16")
+    assert note and "--amp off" in note
+
+
+@pytest.mark.parametrize("device, amp, flags", [
+    ("cpu", "bf16", dict(avx512_bf16=True)),
+    ("cpu", "bf16", dict(amx=True)),
+    ("cpu", "bf16", dict(machine="aarch64")),  # what such a CPU has is not read here: no claim either way
+    ("cpu", "off", {}),
+    ("cuda", "bf16", {}),
+])
+def test_no_note_where_bf16_has_instructions_or_is_not_asked_for(monkeypatch, device, amp, flags):
+    cpu(monkeypatch, **flags)
+    assert slow_amp_note(device, amp) is None
+
+
+@pytest.mark.parametrize("avx512_bf16", [False, True])
+def test_training_warns_once_only_on_a_cpu_without_bf16(monkeypatch, tmp_path, avx512_bf16):
+    cpu(monkeypatch, avx512_bf16=avx512_bf16)
+    data = write_shanghaitech(tmp_path / "data", {"train": 2, "val": 1, "test": 1}, seed=3)
+    out = io.StringIO()
+    train(TrainConfig("tiny_density", data=str(data), out=str(tmp_path / "run"), amp="bf16",
+                      recipe=dict(epochs=1, batch_size=2)),
+          console=Console(file=out, width=200))
+    assert out.getvalue().count("no bf16 instructions") == (0 if avx512_bf16 else 1)
