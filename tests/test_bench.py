@@ -251,6 +251,22 @@ def test_a_cpu_row_names_the_instructions_its_kernels_use(monkeypatch, capabilit
     assert report.device_name(torch.device("cpu")) == expected
 
 
+def test_the_ceiling_times_a_slow_route_on_a_smaller_product_and_keeps_the_fastest_rate(monkeypatch):
+    rates = {"matmul": 1.0, "conv": 100.0}  # GFLOP/s: a route without the CPU's instructions, and a fast one
+    timed = []
+
+    def product_seconds(route, n, device, dtype, repeats):
+        timed.append((route, n))
+        return 2 * n**3 / (rates[route] * 1e9)
+
+    monkeypatch.setattr(measure, "product_seconds", product_seconds)
+    full = measure.MATMUL_SIZE["cpu"]
+    budget = 3 * 2 * full**3 / 10e9  # warm-up and two repeats of the full product at 10 GFLOP/s
+    assert measure.matmul_ceiling(torch.device("cpu"), "bf16", budget_seconds=budget) == pytest.approx(100.0)
+    # The full product would take minutes by the slow route: it is timed only by the fast one
+    assert timed == [("matmul", full // 4), ("conv", full // 4), ("conv", full)]
+
+
 def test_settings_share_weights_so_bf16_counts_compare_with_fp32(tmp_path):
     rows = run_bench(config(tmp_path, dtypes=("bf16",), fp32_reference=True, batch_sizes=(1, 2)))
     assert [(r["dtype"], r["batch_size"]) for r in rows] == [("fp32", 1), ("fp32", 2), ("bf16", 1), ("bf16", 2)]

@@ -49,27 +49,46 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_ceiling(device: torch.device, dtype: str, repeats: int = 2) -> float:
+def matmul_ceiling(device: torch.device, dtype: str, repeats: int = 2, budget_seconds: float = 20.0) -> float:
     """GFLOP/s of a large square matmul at `dtype`: the machine's practical peak, measured in the run it rates.
 
     The best of `repeats` timed products (after one warm-up) over torch's two GEMM routes: `a @ b` (MKL or
     cuBLAS) and the same product as a channels-last 1x1 convolution (oneDNN or cuDNN, the convolutions' route).
     They differ: on AMD CPUs MKL's fp32 GEMM runs at about half oneDNN's rate, and a ceiling from it alone would
     be beaten by the models. fp32 on CUDA follows cuDNN's default TF32 policy, as the convolutions do.
+
+    Each route is timed on a product a quarter the side first, and on the full one only where that would take
+    at most `budget_seconds`: bf16 on a CPU without bf16 instructions runs some routes at about 1 GFLOP/s, where
+    the full product would take minutes.
     """
-    n = MATMUL_SIZE[device.type]
-    kind = TORCH_DTYPES[dtype]
-    a, b = torch.randn(n, n, device=device).to(kind), torch.randn(n, n, device=device).to(kind)
-    pixels = a.view(1, 64, n // 64, n).permute(0, 3, 1, 2)  # the rows of `a` as an NHWC image with n channels
-    weight = b.view(n, n, 1, 1)
+    full = MATMUL_SIZE[device.type]
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    best = 0.0
     try:
-        best = min(best_seconds(lambda: a @ b, device, repeats),
-                   best_seconds(lambda: F.conv2d(pixels, weight), device, repeats))
+        for route in ROUTES:
+            n = full // 4
+            seconds = product_seconds(route, n, device, dtype, repeats)
+            if seconds * (full // n) ** 3 * (repeats + 1) <= budget_seconds:
+                n, seconds = full, product_seconds(route, full, device, dtype, repeats)
+            best = max(best, 2 * n**3 / seconds / 1e9)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
-    return 2 * n**3 / best / 1e9
+    return best
+
+
+ROUTES = ("matmul", "conv")
+
+
+def product_seconds(route: str, n: int, device: torch.device, dtype: str, repeats: int) -> float:
+    """The best time of an n x n by n x n product at `dtype` by `route` (one of ROUTES)."""
+    kind = TORCH_DTYPES[dtype]
+    a, b = torch.randn(n, n, device=device).to(kind), torch.randn(n, n, device=device).to(kind)
+    if route == "matmul":
+        return best_seconds(lambda: a @ b, device, repeats)
+    pixels = a.view(1, 64, n // 64, n).permute(0, 3, 1, 2)  # the rows of `a` as an NHWC image with n channels
+    weight = b.view(n, n, 1, 1)
+    return best_seconds(lambda: F.conv2d(pixels, weight), device, repeats)
 
 
 def best_seconds(call, device: torch.device, repeats: int) -> float:
