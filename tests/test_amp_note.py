@@ -1,5 +1,6 @@
-"""bf16 autocast on an x86 CPU without bf16 instructions runs on generic kernels, many times slower than float32
-(results/README.md): the trainer and the commands that run a model say so once, and nowhere else."""
+"""bf16 autocast on an x86 CPU without bf16 instructions runs many times slower than float32 (results/README.md):
+the trainer and the commands that run a model say so once, and nowhere else, and training's default precision
+("auto") is float32 there and bf16 elsewhere."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 from conftest import write_shanghaitech
 from rich.console import Console
 
-from zoo.evaluate import slow_amp_note
+from zoo.checkpoint import load_checkpoint
+from zoo.evaluate import resolve_amp, slow_amp_note
 from zoo.train import TrainConfig, train
 
 
@@ -39,12 +41,25 @@ def test_no_note_where_bf16_has_instructions_or_is_not_asked_for(monkeypatch, de
     assert slow_amp_note(device, amp) is None
 
 
-@pytest.mark.parametrize("avx512_bf16", [False, True])
-def test_training_warns_once_only_on_a_cpu_without_bf16(monkeypatch, tmp_path, avx512_bf16):
+@pytest.mark.parametrize("avx512_bf16, amp, trained_in, warnings", [
+    (False, "bf16", "bf16", 1),  # asked for: trained as asked, with the warning
+    (True, "bf16", "bf16", 0),
+    (False, None, "off", 0),  # the default
+    (True, None, "bf16", 0),
+])
+def test_training_in_bf16_on_a_cpu_without_it_only_when_asked_and_then_with_a_warning(
+        monkeypatch, tmp_path, avx512_bf16, amp, trained_in, warnings):
     cpu(monkeypatch, avx512_bf16=avx512_bf16)
     data = write_shanghaitech(tmp_path / "data", {"train": 2, "val": 1, "test": 1}, seed=3)
     out = io.StringIO()
-    train(TrainConfig("tiny_density", data=str(data), out=str(tmp_path / "run"), amp="bf16",
-                      recipe=dict(epochs=1, batch_size=2)),
+    train(TrainConfig("tiny_density", data=str(data), out=str(tmp_path / "run"), recipe=dict(epochs=1, batch_size=2),
+                      **({"amp": amp} if amp else {})),
           console=Console(file=out, width=200))
-    assert out.getvalue().count("no bf16 instructions") == (0 if avx512_bf16 else 1)
+    assert out.getvalue().count("no bf16 instructions") == warnings
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["train"]["amp"] == trained_in
+
+
+def test_auto_is_the_only_setting_resolved(monkeypatch):
+    cpu(monkeypatch)
+    assert [resolve_amp(amp, "cpu") for amp in ("auto", "bf16", "off")] == ["off", "bf16", "off"]
+    assert resolve_amp("auto", "cuda") == "bf16"

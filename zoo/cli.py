@@ -368,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-lr", type=float)
     p.add_argument("--crop-size", type=int)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (default bf16)")
+    p.add_argument("--amp", choices=("auto", *AMP_MODES),
+                   help="mixed precision (default auto: bf16, or off on a CPU without bf16 instructions)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")

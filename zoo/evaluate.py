@@ -63,6 +63,13 @@ def slow_amp_note(device: torch.device | str, amp: str, remedy: str = "pass --am
             f"float32 here; {remedy}")
 
 
+def resolve_amp(amp: str, device: torch.device | str) -> str:
+    """`amp`, with "auto" made bf16 where `device` runs it at speed and off (float32) where it does not."""
+    if amp != "auto":
+        return amp
+    return "off" if slow_amp_note(device, "bf16") else "bf16"
+
+
 def evaluate(model, records, key: str, *, threshold: float, **options) -> Evaluator:
     """Score `model` on `records` (whole images, zero-padded to the model's stride) with the counting
     `Evaluator`, or, for pose data (person records), on person crops with the OKS `PoseEvaluator`.

@@ -42,7 +42,7 @@ from zoo.checkpoint import (
 from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset, is_pose, keypoint_types, resolve_splits
 from zoo.errors import ZooError
-from zoo.evaluate import autocast, check_views, evaluate, evaluate_thresholds, slow_amp_note
+from zoo.evaluate import autocast, check_views, evaluate, evaluate_thresholds, resolve_amp, slow_amp_note
 from zoo.metrics import HEADLINE_METRICS, VIEW_KEYS, VIEW_METRICS
 from zoo.models.fold import prepare_for_inference
 from zoo.pose_metrics import SUMMARY_KEYS as POSE_KEYS
@@ -61,7 +61,7 @@ class TrainConfig:
     format: str = "auto"
     out: str | None = None  # default runs/<model>, or the next free runs/<model>-N (zoo/runs.py)
     device: str = "cpu"
-    amp: str = "bf16"  # bf16 | fp16 (CUDA only) | off
+    amp: str = "auto"  # auto (bf16, or off on a CPU without bf16 instructions) | bf16 | fp16 (CUDA only) | off
     channels_last: bool = False
     seed: int = 0
     resume: bool = False
@@ -137,6 +137,7 @@ def setup_distributed(device: str) -> torch.device:
 def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     console = console or Console()
     device = setup_distributed(cfg.device)
+    cfg.amp = resolve_amp(cfg.amp, device)  # the run records, and a resume compares, what it trains in
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ZooError("--amp fp16 needs CUDA (it uses a gradient scaler); use --amp bf16 on CPU")
     if cfg.amp not in AMP_MODES:
