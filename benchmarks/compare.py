@@ -22,6 +22,7 @@ from benchmarks.report import COMMANDS, write_report
 from zoo.data.dataset import CELLS_DIR
 from zoo.data.synthetic import ensure_synthetic
 from zoo.errors import ZooError
+from zoo.evaluate import resolve_amp
 from zoo.registry import AMP_MODES
 
 
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how much training each run gets (benchmarks/budgets.py): the commands below say what "
                              "each budget runs")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--amp", default="bf16", choices=AMP_MODES, help="mixed precision")
+    parser.add_argument("--amp", default="auto", choices=("auto", *AMP_MODES),
+                        help="mixed precision (auto: bf16, or off on a CPU without bf16 instructions)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="train and validate in channels_last memory format (default: on)")
     parser.add_argument("--threads", type=int,
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             unknown = sorted(set(protocols) - set(PROTOCOLS))
             if unknown:
                 raise ZooError(f"--protocols {', '.join(unknown)}: unknown; choose from {', '.join(PROTOCOLS)}")
-            setup = Setup(results=Path(args.results), runs=Path(args.runs), device=args.device, amp=args.amp,
+            setup = Setup(results=Path(args.results), runs=Path(args.runs), device=args.device,
+                          amp=resolve_amp(args.amp, args.device),
                           channels_last=args.channels_last, cells=Path(args.cells), street=Path(args.street),
                           console=console)
             for protocol in (p for p in PROTOCOLS if p in protocols and p in budget.protocols):

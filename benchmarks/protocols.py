@@ -185,7 +185,7 @@ def run_job(job: Job, budget: Budget, setup: Setup) -> dict:
             "epochs": int(history["epoch"].iloc[-1]),
             "images_seen": int(crops_per_epoch.sum()),
             "crop_size": recipe.crop_size, "crops_per_image": recipe.crops_per_image,
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "amp": cfg.amp,  # as the trainer resolved it
             # From the per-epoch training speed the trainer logs: right across resumes, validation excluded.
             "train_seconds": round(float((crops_per_epoch / history["train_images_per_s"]).sum()), 1),
             **{k: result[k] for k in HEADLINE_METRICS},

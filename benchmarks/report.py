@@ -295,9 +295,11 @@ def render(frames: dict[str, pd.DataFrame], extra_budgets: dict[str, Budget] | N
         chosen = {p: f[(f["budget"] == budget_name) & (f["device"] == device)] for p, f in frames.items()}
         commits = sorted({c for f in chosen.values() for c in f["git_commit"].dropna()})
         threads = sorted({str(int(t)) for f in chosen.values() for t in f["threads"].dropna()})
+        precisions = sorted({str(a) for f in chosen.values() for a in f["amp"].dropna()})
         parts += [f"## Budget `{budget_name}` on `{device}`", "",
                   budget_text(budget) if budget else "(a budget this version of the suite does not define)", "",
-                  f"Code: {', '.join(commits)}; torch threads: {', '.join(threads) or 'not recorded'}.", ""]
+                  f"Code: {', '.join(commits)}; torch threads: {', '.join(threads) or 'not recorded'}; autocast "
+                  f"(`--amp`): {', '.join(precisions) or 'not recorded'}.", ""]
         for protocol, table in (("cells", cells_table), ("synthetic", synthetic_table), ("street", street_table)):
             if budget and protocol not in budget.protocols and chosen[protocol].empty:
                 continue

@@ -14,7 +14,7 @@ from zoo.csvrows import append_rows
 from zoo.metrics import VIEW_KEYS
 
 KEY = ("protocol", "model", "budget", "device", "n_train", "draw")
-COLUMNS = [*KEY, "family", "epochs", "images_seen", "crop_size", "crops_per_image", "threads", "train_seconds",
+COLUMNS = [*KEY, "family", "epochs", "images_seen", "crop_size", "crops_per_image", "threads", "amp", "train_seconds",
            "mae", "mse", "nae", "f1_4", "f1_8", *VIEW_KEYS, "init_from", "checkpoint", "date",
            "git_commit"]
 # The harness's cost columns, measured for the synthetic protocol (same models, the benchmark resolution).

@@ -101,7 +101,7 @@ def test_cells_protocol_writes_one_row_per_draw_and_skips_them_on_rerun(setup, m
     assert list(written["draw"]) == [0, 1] and set(written["budget"]) == {"tiny"}
     # 8 crops over N = 4 images is 2 epochs of one batch of 4: 8 images seen, as the budget says.
     assert list(written["epochs"]) == [2, 2] and list(written["images_seen"]) == [8, 8]
-    assert written["mae"].notna().all()
+    assert written["mae"].notna().all() and list(written["amp"]) == ["off", "off"]  # the setup's, as trained
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished row was trained again")
@@ -141,6 +141,7 @@ def test_a_budgets_validation_choices_reach_the_trainer_and_the_report(setup):
     markdown = report.write_report(setup.results, {"tiny-chosen": chosen}).read_text()
     assert "except what this budget chose on validation (tiny_density lr=0.05, rotate=True, width=4)" in markdown
     assert "MAE, 8 views" in markdown and "N = 4, mean count of 8 views: best is tiny_density" in markdown
+    assert "torch threads: 1; autocast (`--amp`): off." in markdown
     assert "per run; the final cells test also counts each image as the mean of 8 views." in markdown
 
 
