@@ -51,7 +51,7 @@ COMMANDS = """\
 .venv/bin/python -m benchmarks.compare --budget cpu-long             # cells only, 8x longer: about 75 minutes
 .venv/bin/python -m benchmarks.compare --budget cells                # cells, each family at its best: ~5 hours
 .venv/bin/python -m benchmarks.compare --budget cells-long           # P2PNet on cells, twice the crops: ~110 min
-.venv/bin/python -m benchmarks.compare --budget cells-ema            # cells-long, weights averaged: ~110 min
+.venv/bin/python -m benchmarks.compare --budget cells-ema            # cells-long, weights averaged: ~3 hours
 .venv/bin/python -m benchmarks.compare --budget street               # street photos from random weights: ~85 min
 .venv/bin/python -m benchmarks.compare --budget full --device cuda   # the issue's full protocol, on a GPU
 .venv/bin/python -m benchmarks.compare --report-only                 # this file and the figure, from the CSVs"""
