@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from zoo.errors import ZooError
-from zoo.registry import Recipe
+from zoo.core.errors import ZooError
+from zoo.models.registry import Recipe
 
 AUGMENTATION_FIELDS = ("crop_size", "scale_range", "flip", "color_jitter")
 
@@ -36,7 +36,7 @@ class Budget:
     # Per-model choices made on validation (cells draw 0's held-out images), on top of the registry's
     model_recipes: dict[str, dict] = field(default_factory=dict)
     model_kwargs: dict[str, dict] = field(default_factory=dict)
-    # Protocol -> test-time views whose mean count the final test also scores (zoo.registry.Recipe.test_views)
+    # Protocol -> test-time views whose mean count the final test also scores (zoo.models.registry.Recipe.test_views)
     test_views: dict[str, int] = field(default_factory=dict)
     # Street runs fine-tune each model's synthetic checkpoint of this budget (one run), or start from random
     # weights (`street_draws` runs, seeded 0, 1, ...).

@@ -19,11 +19,10 @@ from rich.markup import escape
 from benchmarks.budgets import BUDGETS, get_budget
 from benchmarks.protocols import PROTOCOLS, STREET_DIR, Setup
 from benchmarks.report import COMMANDS, write_report
+from zoo.core.errors import ZooError
+from zoo.core.precision import AMP_CHOICES, resolve_amp
 from zoo.data.dataset import CELLS_DIR
 from zoo.data.synthetic import ensure_synthetic
-from zoo.errors import ZooError
-from zoo.evaluate import resolve_amp
-from zoo.registry import AMP_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how much training each run gets (benchmarks/budgets.py): the commands below say what "
                              "each budget runs")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--amp", default="auto", choices=("auto", *AMP_MODES),
+    parser.add_argument("--amp", default="auto", choices=AMP_CHOICES,
                         help="mixed precision (auto: bf16, or off on a CPU without bf16 instructions)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="train and validate in channels_last memory format (default: on)")

@@ -26,8 +26,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import blob_batches, blob_samples  # noqa: E402  (the blobs the tests learn on)
 
-from zoo.metrics import Evaluator  # noqa: E402
-from zoo.models.cpn import CPN, PIXEL_CENTRE, find_peaks, render_heatmap  # noqa: E402
+from zoo.metrics.counting import Evaluator  # noqa: E402
+from zoo.models.families.cpn import CPN, PIXEL_CENTRE, find_peaks, render_heatmap  # noqa: E402
 
 NN_BINS = (0, 6, 10, 14, np.inf)  # px: nearest-neighbour distance bins for the recall table
 

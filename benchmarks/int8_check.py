@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.bench.report import environment
-from zoo.csvrows import append_rows
+from zoo.core.csvrows import append_rows
+from zoo.core.provenance import environment
 from zoo.data.dataset import resolve_splits
-from zoo.evaluate import evaluate
-from zoo.export import checkpoint_metadata
-from zoo.predict import load_inference
-from zoo.quantize import CALIBRATION_IMAGES, METHOD, export_int8
-from zoo.runtime import OnnxRunner
+from zoo.deploy.export import checkpoint_metadata
+from zoo.deploy.quantize import CALIBRATION_IMAGES, METHOD, export_int8
+from zoo.deploy.runtime import OnnxRunner
+from zoo.inference.evaluate import evaluate
+from zoo.inference.predict import load_inference
 
 COLUMNS = ["date", "git_commit", "device_name", "cpu_threads", "torch", "model", "weights", "data", "images",
            "quantization", "calibration_images", "count_fp32", "count_int8", "total_rel_diff", "mean_image_rel_diff",

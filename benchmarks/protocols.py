@@ -27,15 +27,15 @@ from rich.markup import escape
 from benchmarks import rows
 from benchmarks.budgets import Budget
 from zoo.bench import BenchConfig, run_bench
-from zoo.bench.config import AMP
-from zoo.bench.report import git_commit
+from zoo.core.errors import ZooError
+from zoo.core.precision import DTYPE_OF_AMP
+from zoo.core.provenance import git_commit
 from zoo.data.dataset import CELLS_DIR, resolve_splits
 from zoo.data.readers import Record, read_records
 from zoo.data.synthetic import write_ground_truth
-from zoo.errors import ZooError
-from zoo.metrics import HEADLINE_METRICS, VIEW_KEYS
-from zoo.registry import get_entry, get_recipe
-from zoo.train import TrainConfig, train
+from zoo.metrics.counting import HEADLINE_METRICS, VIEW_KEYS
+from zoo.models.registry import get_entry, get_recipe
+from zoo.training.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 STREET_DIR = ROOT.parent / "shared/assets/people_counting_custom/part_B"
@@ -196,7 +196,7 @@ def run_job(job: Job, budget: Budget, setup: Setup) -> dict:
 
 def speed_columns(model: str, setup: Setup) -> dict:
     """The harness's cost of `model` at the benchmark resolution, in the dtype the suite trains with."""
-    dtype = next(d for d in ("fp32", "bf16", "fp16") if AMP[d] == setup.amp)  # int8 also runs without autocast
+    dtype = DTYPE_OF_AMP[setup.amp]
     cfg = BenchConfig(models=[model], resolution=setup.bench_resolution, dtypes=(dtype,), device=setup.device,
                       out=None, isolate=setup.bench_isolate)
     measured = run_bench(cfg, console=setup.console)[0]

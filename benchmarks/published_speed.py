@@ -34,12 +34,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 from zoo.models.base import CrowdModel
 from zoo.models.catalog import CSRNET, P2PNET
-from zoo.models.csrnet import CSRNet
-from zoo.models.p2pnet import P2PNet
-from zoo.registry import list_models, register_model
+from zoo.models.families.csrnet import CSRNet
+from zoo.models.families.p2pnet import P2PNet
+from zoo.models.registry import list_models, register_model
 
 
 @contextmanager
@@ -135,7 +135,7 @@ def register() -> None:
 def shared_weights(name: str, folder: Path) -> Path:
     """The published model's seeded weights (seeded as `zoo bench` seeds every model), in its published layout."""
     from zoo.bench.measure import SEED
-    from zoo.registry import create_model
+    from zoo.models.factory import create_model
 
     torch.manual_seed(SEED)
     path = folder / f"{name}_seeded.pth"
@@ -177,11 +177,11 @@ def paired_runners(name: str, folder: Path, resolution: tuple[int, int]) -> dict
     import torch._inductor.config as inductor
 
     from zoo.bench.measure import bench_images
-    from zoo.export import export_onnx
-    from zoo.models.fold import prepare_for_inference
-    from zoo.quantize import quantize_on_training_images
-    from zoo.registry import create_model
-    from zoo.runtime import OnnxRunner
+    from zoo.deploy.export import export_onnx
+    from zoo.deploy.fold import prepare_for_inference
+    from zoo.deploy.quantize import quantize_on_training_images
+    from zoo.deploy.runtime import OnnxRunner
+    from zoo.models.factory import create_model
 
     weights = shared_weights(name, folder)
     torch.manual_seed(0)
@@ -210,8 +210,8 @@ def paired_runners(name: str, folder: Path, resolution: tuple[int, int]) -> dict
 def paired_timing(name: str, rounds: int, resolution: tuple[int, int]) -> list[dict]:
     import numpy as np
 
-    from zoo.bench.report import environment
-    from zoo.evaluate import autocast
+    from zoo.core.precision import autocast
+    from zoo.core.provenance import environment
 
     with tempfile.TemporaryDirectory() as folder:
         runners = paired_runners(name, Path(folder), resolution)
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in PAIRS:
             raise SystemExit(f"--models: {name!r} is not one of {', '.join(PAIRS)}")
         if args.paired:
-            from zoo.csvrows import append_rows
+            from zoo.core.csvrows import append_rows
 
             rows = paired_timing(name, args.paired, args.resolution)
             for row in rows:

@@ -14,9 +14,9 @@ import pandas as pd
 
 from benchmarks import rows
 from benchmarks.budgets import Budget, budget_named
-from zoo.checkpoint import atomic_write
+from zoo.core.files import atomic_write
 from zoo.data.dataset import resolve_splits
-from zoo.registry import Recipe
+from zoo.models.registry import Recipe
 
 
 @dataclass(frozen=True)

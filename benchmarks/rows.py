@@ -2,7 +2,8 @@
 
 A row is identified by KEY: a re-run of the suite skips every key already present, which (with the trainer's
 `--resume` inside each run folder) makes the whole suite resumable. Rows are appended by rewriting the file
-atomically under a lock (zoo.csvrows), earlier rows kept byte for byte. Columns are documented in results/README.md.
+atomically under a lock (zoo.core.csvrows), earlier rows kept byte for byte. Columns are documented in
+results/README.md.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from zoo.csvrows import append_rows
-from zoo.metrics import VIEW_KEYS
+from zoo.core.csvrows import append_rows
+from zoo.metrics.counting import VIEW_KEYS
 
 KEY = ("protocol", "model", "budget", "device", "n_train", "draw")
 COLUMNS = [*KEY, "family", "epochs", "images_seen", "crop_size", "crops_per_image", "threads", "amp", "train_seconds",

@@ -3,8 +3,8 @@
     python -m benchmarks.tiling_memory [--models p2pnet,csrnet_bn] [--out results/tiling.csv] [--limit-gib 16]
 
 Every case runs in a fresh process (`--case JSON`), whose peak resident set (Linux VmHWM, as `zoo bench` reads it)
-is then the case's own: loading the image file and `zoo.predict.predict_images` on it, i.e. `zoo predict` without
-writing its CSV and overlay. The models are the registered ones with their output layers seeded so that they find
+is then the case's own: loading the image file and `zoo.inference.predict.predict_images` on it, i.e. `zoo predict`
+without writing its CSV and overlay. The models are the registered ones with their output layers seeded so that they find
 many heads (random output layers find none, and there would be nothing to compare). The input is the synthetic
 test scene 0 resized to each resolution and written as a PNG.
 
@@ -32,15 +32,16 @@ import numpy as np
 import torch
 
 from zoo.bench.measure import peak_rss_mb, scene
-from zoo.bench.report import device_name, git_commit
 from zoo.cli import MAX_PIXELS
-from zoo.csvrows import append_rows
+from zoo.core.csvrows import append_rows
+from zoo.core.provenance import device_name, git_commit
 from zoo.data import transforms as T
-from zoo.metrics import match_points
-from zoo.models.fold import prepare_for_inference
-from zoo.predict import Inference, predict_images
-from zoo.registry import create_model, get_recipe
-from zoo.tiling import resolve_tiling, spans
+from zoo.deploy.fold import prepare_for_inference
+from zoo.inference.predict import Inference, predict_images
+from zoo.inference.tiling import resolve_tiling, spans
+from zoo.metrics.counting import match_points
+from zoo.models.factory import create_model
+from zoo.models.registry import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["date", "git_commit", "device_name", "cpu_threads", "torch", "model", "resolution", "megapixels", "mode",

@@ -12,9 +12,9 @@ import torch
 from conftest import write_shanghaitech
 from rich.console import Console
 
-from zoo.checkpoint import load_checkpoint
-from zoo.evaluate import resolve_amp, slow_amp_note
-from zoo.train import TrainConfig, train
+from zoo.core.precision import resolve_amp, slow_amp_note
+from zoo.models.weights.checkpoint import load_checkpoint
+from zoo.training.trainer import TrainConfig, train
 
 
 def cpu(monkeypatch, *, machine="x86_64", avx512_bf16=False, amx=False):

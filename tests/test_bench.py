@@ -18,15 +18,16 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import zoo.bench.measure as measure
-from zoo import registry
-from zoo.bench import COLUMNS, BenchConfig, Unit, count_flops, report, run_bench
+from zoo.bench import COLUMNS, BenchConfig, Unit, count_flops, run_bench
 from zoo.bench.worker import run_isolated
-from zoo.checkpoint import save_checkpoint
+from zoo.core import provenance
+from zoo.core.errors import ZooError
+from zoo.core.types import Prediction
 from zoo.data.synthetic import generate
-from zoo.errors import ZooError
+from zoo.models import registry
 from zoo.models.base import CrowdModel
-from zoo.registry import Recipe, register_model
-from zoo.types import Prediction
+from zoo.models.registry import Recipe, register_model
+from zoo.models.weights.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY, BIG = "bench_test_tiny", "bench_test_big"
@@ -73,7 +74,7 @@ def test_models():
     register_model(BIG, recipe=recipe, family="test")(big_counter)
     yield
     for name in (TINY, BIG):
-        del registry._REGISTRY[name]
+        registry.unregister_model(name)
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +138,7 @@ def analytic_flops(model: nn.Module, images: torch.Tensor) -> int:
 @pytest.mark.parametrize("name", [TINY, *registry.list_models()])
 def test_flop_count_matches_analytic_count_of_convolutions(name):
     torch.manual_seed(0)
-    model = registry.create_model(name).eval()
+    model = registry.build_model(name).eval()
     images = torch.randn(2, 3, 64, 64)
     expected = analytic_flops(model, images)
     with torch.no_grad():
@@ -243,12 +244,12 @@ def test_csv_columns_are_documented_and_a_second_run_appends(tmp_path):
 ])
 def test_a_cpu_row_names_the_instructions_its_kernels_use(monkeypatch, capability, bf16, vnni, amx, expected):
     # Two machines of one model name differ here, and bf16 or int8 rows of one are no guide to the other
-    monkeypatch.setattr(report, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(provenance, "cpu_model", lambda: "AMD EPYC")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    assert report.device_name(torch.device("cpu")) == expected
+    assert provenance.device_name(torch.device("cpu")) == expected
 
 
 def test_the_ceiling_times_a_slow_route_on_a_smaller_product_and_keeps_the_fastest_rate(monkeypatch):
@@ -298,7 +299,7 @@ def test_weights_give_accuracy_columns_and_the_figure(tmp_path):
 
 
 def test_weights_are_decoded_at_the_threshold_the_checkpoint_records_as_zoo_eval_does(tmp_path):
-    from zoo.predict import load_inference
+    from zoo.inference.predict import load_inference
 
     checkpoint = tmp_path / "tiny.pt"
     save_checkpoint(checkpoint, {"model": TinyCounter().state_dict(), "model_name": TINY, "model_kwargs": {},
@@ -332,7 +333,7 @@ def test_int8_settings_run_on_onnxruntime_only(tmp_path):
     assert [(s.runtime, s.dtype) for s in both.settings()] == [
         ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     with pytest.raises(ZooError, match="--dtype int8 runs on onnxruntime"):
-        config(tmp_path, dtypes=("int8",)).validate(cuda_available=False)
+        config(tmp_path, dtypes=("int8",)).validate()
 
 
 def test_git_commit_marks_code_changes_dirty_and_ignores_documentation(tmp_path):
@@ -350,7 +351,7 @@ def test_git_commit_marks_code_changes_dirty_and_ignores_documentation(tmp_path)
     head = git("rev-parse", "--short", "HEAD")
     for name in ("zoo/NOTES.md", "README.md", "results/cells.csv"):
         (tmp_path / name).write_text("v2\n")
-    assert report.git_commit(tmp_path) == head
+    assert provenance.git_commit(tmp_path) == head
     (tmp_path / "zoo/model.py").write_text("v2\n")
-    assert report.git_commit(tmp_path) == head + "+dirty"
-    assert report.git_commit(tmp_path / "results").startswith(head)  # any folder of the checkout names its commit
+    assert provenance.git_commit(tmp_path) == head + "+dirty"
+    assert provenance.git_commit(tmp_path / "results").startswith(head)  # any folder of the checkout names its commit

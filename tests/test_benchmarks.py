@@ -21,12 +21,12 @@ import torch
 from conftest import write_shanghaitech
 from rich.console import Console
 
-from zoo.checkpoint import load_checkpoint
+from zoo.core.errors import ZooError
 from zoo.data.dataset import resolve_splits
 from zoo.data.readers import read_records
-from zoo.errors import ZooError
-from zoo.registry import Recipe, get_recipe
-from zoo.train import TrainConfig, train
+from zoo.models.registry import Recipe, get_recipe
+from zoo.models.weights.checkpoint import load_checkpoint
+from zoo.training.trainer import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks/ scripts live beside zoo/
 

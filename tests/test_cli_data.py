@@ -10,7 +10,7 @@ import pytest
 from conftest import assets_path
 from test_readers import BREAKAGES, write_broken_shanghaitech, write_image, write_shanghaitech
 
-from zoo.registry import get_entry, list_models
+from zoo.models.registry import get_entry, list_models
 
 
 def zoo(*args: str) -> subprocess.CompletedProcess:

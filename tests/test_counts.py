@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo.registry import create_model, get_entry, list_models
+from zoo.models.factory import create_model
+from zoo.models.registry import get_entry, list_models
 
 
 def _scaled(outputs, factor: float):

@@ -10,11 +10,12 @@ import timm
 import torch
 from conftest import blob_batches, blob_samples, fit
 
-from zoo.errors import ZooError
-from zoo.metrics import match_points
-from zoo.models.cpn import CPN, hard_mining, resize_aligned
-from zoo.registry import create_model, get_entry
-from zoo.types import Batch
+from zoo.core.errors import ZooError
+from zoo.core.types import Batch
+from zoo.metrics.counting import match_points
+from zoo.models.factory import create_model
+from zoo.models.families.cpn import CPN, hard_mining, resize_aligned
+from zoo.models.registry import get_entry
 
 SIZES = [(64, 96), (100, 76), (37, 53)]
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
+from zoo.core.files import atomic_write
+from zoo.models.weights.checkpoint import load_checkpoint, save_checkpoint
 
 
 class WriterFailed(RuntimeError):

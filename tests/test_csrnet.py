@@ -9,12 +9,13 @@ import pytest
 import torch
 from conftest import blob_batches, blob_samples, fit
 
-from zoo import density as D
-from zoo.errors import ZooError
-from zoo.metrics import match_points
-from zoo.models.csrnet import CSRNet
-from zoo.registry import create_model, get_entry
-from zoo.types import Batch
+from zoo.core.errors import ZooError
+from zoo.core.types import Batch
+from zoo.metrics.counting import match_points
+from zoo.models import density as D
+from zoo.models.factory import create_model
+from zoo.models.families.csrnet import CSRNet
+from zoo.models.registry import get_entry
 
 
 @pytest.fixture(autouse=True)

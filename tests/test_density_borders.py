@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from zoo import density as D
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
+from zoo.models import density as D
 
 
 def erf_profile(centre: float, sigma: float, length: int, valid: int, cell: int) -> np.ndarray:

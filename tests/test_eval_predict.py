@@ -18,10 +18,10 @@ import torch
 from rich.console import Console
 
 from zoo.cli import main
+from zoo.core.types import Prediction
 from zoo.data.synthetic import generate
-from zoo.predict import render_overlay
-from zoo.train import TrainConfig, train
-from zoo.types import Prediction
+from zoo.inference.predict import render_overlay
+from zoo.training.trainer import TrainConfig, train
 
 # Of the registered models whose predictions carry a dense map (so the overlay's colour-map path runs on real
 # outputs), the cheapest on a CPU: one step, eval and predict here took 23 s against cpn_r18's 77 s.

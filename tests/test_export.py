@@ -19,17 +19,18 @@ import tiny_family  # noqa: F401  (registers tiny_density)
 import torch
 from torch import nn
 
-from zoo import registry
-from zoo.checkpoint import save_checkpoint
 from zoo.cli import main
+from zoo.core.errors import ZooError
+from zoo.core.types import Prediction
 from zoo.data.synthetic import generate
-from zoo.errors import ZooError
-from zoo.export import DEFAULT_OPSET, ONNX_INSTALL, export_onnx
+from zoo.deploy.export import DEFAULT_OPSET, ONNX_INSTALL, export_onnx
+from zoo.deploy.fold import prepare_for_inference
+from zoo.deploy.runtime import OnnxRunner
+from zoo.models import registry
 from zoo.models.base import CrowdModel
-from zoo.models.fold import prepare_for_inference
-from zoo.registry import Recipe, create_model, get_entry, get_recipe, list_models, register_model
-from zoo.runtime import OnnxRunner
-from zoo.types import Prediction
+from zoo.models.factory import create_model
+from zoo.models.registry import Recipe, get_entry, get_recipe, list_models, register_model
+from zoo.models.weights.checkpoint import save_checkpoint
 
 # The zoo's own models, not the test-only ones other test modules may have registered by collection time.
 ZOO_MODELS = [name for name in list_models() if get_entry(name).module.startswith("zoo.")]
@@ -238,7 +239,7 @@ def test_family():
         register_model(name, recipe=recipe, family="test")(lambda pretrained=False, cls=cls: cls())
     yield names
     for name in names:
-        del registry._REGISTRY[name]
+        registry.unregister_model(name)
 
 
 def one_line_error(capsys) -> str:

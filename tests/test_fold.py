@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.models.fold import fold_batch_norm, foldable_pairs, prepare_for_inference
-from zoo.registry import create_model
+from zoo.deploy.fold import fold_batch_norm, foldable_pairs, prepare_for_inference
+from zoo.models.factory import create_model
 
 
 def randomize_statistics(model: nn.Module) -> nn.Module:

@@ -12,9 +12,9 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
-from zoo.errors import ZooError
-from zoo.metrics import Evaluator, match_points, region_counts
-from zoo.types import Prediction
+from zoo.core.errors import ZooError
+from zoo.core.types import Prediction
+from zoo.metrics.counting import Evaluator, match_points, region_counts
 
 
 def points(*xy) -> np.ndarray:

@@ -12,11 +12,12 @@ import torch
 from conftest import blob_batches, blob_samples, fit
 from scipy.optimize import linear_sum_assignment
 
-from zoo.errors import ZooError
-from zoo.metrics import match_points
-from zoo.models.p2pnet import P2PNet, anchor_points, match, match_cost
-from zoo.registry import create_model, get_recipe
-from zoo.types import Batch
+from zoo.core.errors import ZooError
+from zoo.core.types import Batch
+from zoo.metrics.counting import match_points
+from zoo.models.factory import create_model
+from zoo.models.families.p2pnet import P2PNet, anchor_points, match, match_cost
+from zoo.models.registry import get_recipe
 
 TAU = 0.05
 

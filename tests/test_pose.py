@@ -11,16 +11,16 @@ import pytest
 import torch
 from conftest import assets_path, fit
 
+from zoo.core.errors import ZooError
+from zoo.core.types import Prediction
 from zoo.data.check import check_dataset
 from zoo.data.coco import COCO_KEYPOINTS, mirror_permutation, read_coco
 from zoo.data.collate import collate
 from zoo.data.dataset import PointDataset, resolve_splits
 from zoo.data.readers import Record
 from zoo.data.transforms import Sample, hflip, person_crop, person_window, uncrop_points
-from zoo.errors import ZooError
-from zoo.models.cpn import CPN, unmirror
-from zoo.pose_metrics import PoseEvaluator
-from zoo.types import Prediction
+from zoo.metrics.pose import PoseEvaluator
+from zoo.models.families.cpn import CPN, unmirror
 
 K = len(COCO_KEYPOINTS)
 
@@ -182,8 +182,8 @@ def test_learns_keypoints_better_than_the_mean_pose():
 
 @pytest.mark.slow  # one step of 12 crops at 256x192, then 24 forward passes (flip test)
 def test_coco_sample_trains_a_step_and_evaluates(tmp_path):
-    from zoo.predict import evaluate_checkpoint, load_inference
-    from zoo.train import TrainConfig, train
+    from zoo.inference.predict import evaluate_checkpoint, load_inference
+    from zoo.training.trainer import TrainConfig, train
 
     data = assets_path("coco_keypoints_sample")
     report = check_dataset(data)

@@ -2,7 +2,7 @@
 
 DDP: two gloo ranks on CPU, each with half of a batch whose images hold very different head counts, must give
 the gradients of one process holding the whole batch. P2PNet's localization loss divides by the number of heads
-averaged over ranks (zoo.distributed.mean_count_over_ranks); DDP then averages gradients, so a summed count
+averaged over ranks (zoo.core.distributed.mean_count_over_ranks); DDP then averages gradients, so a summed count
 would halve that term and a per-rank count would weigh the heads of the sparse rank more.
 
 Mixed precision: the seeded families give the same points and counts under bf16 autocast as in float32.
@@ -20,11 +20,11 @@ import torch.multiprocessing as mp
 from conftest import blob_samples
 from torch.nn.parallel import DistributedDataParallel
 
-from zoo import distributed as zdist
+from zoo.core import distributed as zdist
+from zoo.core.precision import autocast
 from zoo.data.collate import collate
-from zoo.evaluate import autocast
-from zoo.metrics import match_points
-from zoo.registry import create_model
+from zoo.metrics.counting import match_points
+from zoo.models.factory import create_model
 
 # Per image of the global batch: head counts. Rank 0 takes the first two images, rank 1 the last two.
 HEADS = [(1, 1), (2, 2), (9, 9), (12, 12)]

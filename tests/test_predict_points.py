@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from zoo.core.types import Prediction
+from zoo.inference.predict import Inference, predict_to_folder
 from zoo.models.base import CrowdModel
-from zoo.predict import Inference, predict_to_folder
-from zoo.types import Prediction
 
 
 class WhitePixelFinder(CrowdModel):

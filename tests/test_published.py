@@ -14,8 +14,9 @@ from conftest import assets_path
 from published_layouts import csrnet_state, p2pnet_state, published_csrnet, published_p2pnet
 
 import zoo
-from zoo.checkpoint import model_from_checkpoint, read_file, save_checkpoint
 from zoo.cli import main
+from zoo.core.files import read_torch as read_file
+from zoo.models.weights.checkpoint import model_from_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")

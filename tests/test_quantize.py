@@ -11,14 +11,14 @@ import pytest
 import tiny_family  # noqa: F401  (registers tiny_density)
 import torch
 
-from zoo.checkpoint import save_checkpoint
 from zoo.cli import main
 from zoo.data.synthetic import generate
-from zoo.export import export_onnx
-from zoo.models.fold import prepare_for_inference
-from zoo.quantize import calibration_batches, edge_convolutions, quantize_onnx
-from zoo.registry import create_model
-from zoo.runtime import OnnxRunner
+from zoo.deploy.export import export_onnx
+from zoo.deploy.fold import prepare_for_inference
+from zoo.deploy.quantize import calibration_batches, edge_convolutions, quantize_onnx
+from zoo.deploy.runtime import OnnxRunner
+from zoo.models.factory import create_model
+from zoo.models.weights.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import pytest
 import scipy.io
 from conftest import assets_path, write_mat
 
+from zoo.core.errors import ZooError
 from zoo.data.check import check_dataset
 from zoo.data.dataset import PointDataset
 from zoo.data.readers import detect_format, load_image, read_records
-from zoo.errors import ZooError
 
 HEIGHT, WIDTH = 48, 64
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from zoo.errors import ZooError
-from zoo.registry import create_model, list_models
+from zoo.core.errors import ZooError
+from zoo.models.factory import create_model
+from zoo.models.registry import list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 

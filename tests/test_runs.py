@@ -12,11 +12,11 @@ import torch
 from conftest import write_shanghaitech
 from rich.console import Console
 
-from zoo.checkpoint import load_checkpoint
 from zoo.cli import main
-from zoo.csvrows import append_rows
-from zoo.errors import ZooError
-from zoo.train import TrainConfig, train
+from zoo.core.csvrows import append_rows
+from zoo.core.errors import ZooError
+from zoo.models.weights.checkpoint import load_checkpoint
+from zoo.training.trainer import TrainConfig, train
 
 COLUMNS = ["writer", "row", "note"]
 QUIET = Console(quiet=True)

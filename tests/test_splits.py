@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from test_readers import random_points, write_image
 
+from zoo.core.errors import ZooError
 from zoo.data.check import check_dataset
 from zoo.data.dataset import VAL_FRACTION, resolve_splits
 from zoo.data.readers import detect_format
-from zoo.errors import ZooError
 
 
 def write_list(folder: Path, name: str, stems: list[str], counts: list[int], seed: int = 0) -> Path:

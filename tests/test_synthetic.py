@@ -13,6 +13,7 @@ import scipy.io
 from conftest import assets_path
 from scipy.spatial.distance import pdist
 
+from zoo.core.errors import ZooError
 from zoo.data import synthetic
 from zoo.data.readers import MATLAB_OFFSET
 from zoo.data.synthetic import (
@@ -25,7 +26,6 @@ from zoo.data.synthetic import (
     render_scene,
     write_ground_truth,
 )
-from zoo.errors import ZooError
 
 SMALL = {"train": 3, "test": 2}
 SIZE = (256, 384)

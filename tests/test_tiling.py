@@ -1,4 +1,4 @@
-"""Tiled inference (zoo.tiling): tiles merged into the whole image's prediction.
+"""Tiled inference (zoo.inference.tiling): tiles merged into the whole image's prediction.
 
 The real families run seeded (so they find many points) on a synthetic crowd small enough for one forward pass,
 cut into 2 x 2 tiles by the smallest tile their receptive context allows; their tiled counts must be within 1% of
@@ -18,15 +18,16 @@ from tiny_family import TinyDensity
 
 from zoo.bench.measure import scene
 from zoo.cli import main
+from zoo.core.errors import ZooError
+from zoo.core.types import Prediction
 from zoo.data import transforms as T
-from zoo.errors import ZooError
-from zoo.metrics import match_points
+from zoo.deploy.fold import prepare_for_inference
+from zoo.inference.predict import Inference, predict_one
+from zoo.inference.tiling import Tiling, predict_tiled, resolve_tiling, spans
+from zoo.metrics.counting import match_points
 from zoo.models.base import CrowdModel
-from zoo.models.fold import prepare_for_inference
-from zoo.predict import Inference, _predict_one
-from zoo.registry import _REGISTRY, Recipe, create_model, register_model
-from zoo.tiling import Tiling, predict_tiled, resolve_tiling, spans
-from zoo.types import Prediction
+from zoo.models.factory import create_model
+from zoo.models.registry import Recipe, is_registered, register_model
 
 
 def inference(model: CrowdModel, threshold: float) -> Inference:
@@ -53,11 +54,11 @@ def test_tiled_counts_and_points_are_the_whole_images(build):
     tile = 2 * model.receptive_context + model.stride  # the smallest valid tile: the most seams per pixel
     side = 2 * (tile - model.receptive_context)  # two tiles along each side
     image = T.resize(scene("test", 0), side, side).image
-    scores = np.sort(_predict_one(inference(model, -1e9), image).scores)
+    scores = np.sort(predict_one(inference(model, -1e9), image).scores)
     threshold = threshold_in_widest_gap(scores[: len(scores) * 3 // 4])  # a gap below the top quarter of the points
     run = inference(model, threshold)
-    whole = _predict_one(run, image)
-    tiled = predict_tiled(image, lambda window: _predict_one(run, window), resolve_tiling(model, tile, None, 0))
+    whole = predict_one(run, image)
+    tiled = predict_tiled(image, lambda window: predict_one(run, window), resolve_tiling(model, tile, None, 0))
 
     assert len(spans(side, tile, model.receptive_context)) == 2
     seam = side // 2
@@ -132,8 +133,8 @@ def test_a_point_on_a_core_boundary_or_the_far_border_is_kept_once(shift):
         for col in [*col_starts, width - 1]:
             image[row, col] = 255
     run = inference(PixelCorners(shift).eval(), 0.5)
-    whole = _predict_one(run, image)
-    tiled = predict_tiled(image, lambda window: _predict_one(run, window), Tiling(tile, overlap))
+    whole = predict_one(run, image)
+    tiled = predict_tiled(image, lambda window: predict_one(run, window), Tiling(tile, overlap))
     assert tiled.count == whole.count == len(whole.points) == (len(row_starts) + 1) * (len(col_starts) + 1)
     assert sorted(map(tuple, tiled.points)) == sorted(map(tuple, whole.points))
 
@@ -155,7 +156,7 @@ class ContextTinyDensity(TinyDensity):
     receptive_context = 8  # its three 3x3 convolutions reach 4 px before a 4 px cell (1 px after it); + one cell
 
 
-if "tiny_density_tiled" not in _REGISTRY:
+if not is_registered("tiny_density_tiled"):
     register_model("tiny_density_tiled", family="density", description="test-only: tiny density with a context",
                    recipe=Recipe(threshold=0.0))(lambda pretrained=False, **kw: ContextTinyDensity(**kw))
 
@@ -174,7 +175,7 @@ def test_predict_writes_the_untiled_files_when_tiling(weights, tmp_path, monkeyp
     cv2.imwrite(str(image), np.ascontiguousarray(T.resize(scene("test", 0), 92, 132).image[..., ::-1]))
     assert main(["predict", "--weights", str(weights), str(image), "--out", str(tmp_path / "whole")]) == 0
     tiled_images = []
-    monkeypatch.setattr("zoo.predict.predict_tiled", lambda image, *a: tiled_images.append(image) or
+    monkeypatch.setattr("zoo.inference.predict.predict_tiled", lambda image, *a: tiled_images.append(image) or
                         predict_tiled(image, *a))
     assert main(["predict", "--weights", str(weights), str(image), "--out", str(tmp_path / "tiled"), *flags]) == 0
     assert len(tiled_images) == 1

@@ -17,12 +17,12 @@ import tiny_family  # noqa: F401  (registers tiny_density)
 import torch
 from conftest import write_shanghaitech
 
-from zoo.checkpoint import load_checkpoint
+from zoo.core.errors import ZooError
 from zoo.data.dataset import PointDataset, resolve_splits
-from zoo.errors import ZooError
-from zoo.evaluate import evaluate
-from zoo.predict import load_inference
-from zoo.train import TrainConfig, train
+from zoo.inference.evaluate import evaluate
+from zoo.inference.predict import load_inference
+from zoo.models.weights.checkpoint import load_checkpoint
+from zoo.training.trainer import TrainConfig, train
 
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
@@ -179,7 +179,7 @@ def test_kill_9_then_resume_reaches_the_same_weights(dataset, tmp_path):
 
 
 def test_the_moving_average_of_the_weights_is_what_the_checkpoint_keeps(dataset, tmp_path, monkeypatch):
-    import zoo.train as trainer
+    import zoo.training.trainer as trainer
 
     after_each_step, decay = [], 0.8
     real_step = trainer.optimizer_step
@@ -204,7 +204,7 @@ def test_the_moving_average_of_the_weights_is_what_the_checkpoint_keeps(dataset,
 
 
 def test_a_run_with_a_moving_average_resumes_where_it_stopped(dataset, tmp_path, monkeypatch):
-    import zoo.train as trainer
+    import zoo.training.trainer as trainer
 
     config = dict(data=str(dataset), amp="off", recipe={"epochs": 4, "ema_decay": 0.8})
     train(TrainConfig("tiny_density", out=str(tmp_path / "clean"), **config))
@@ -274,7 +274,7 @@ def test_json_flag_prints_the_final_metrics_last(dataset, tmp_path):
 
 DDP_ENTRY = """
 import sys, torch, torch.distributed as dist, tiny_family
-from zoo.train import TrainConfig, train
+from zoo.training.trainer import TrainConfig, train
 out = sys.argv[2]
 train(TrainConfig("tiny_density", data=sys.argv[1], out=out, amp="off", recipe={"epochs": 3}))
 rank = dist.get_rank() if dist.is_initialized() else 0

@@ -14,8 +14,8 @@ from conftest import write_shanghaitech
 from rich.console import Console
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from zoo.checkpoint import load_checkpoint
-from zoo.train import TrainConfig, train
+from zoo.models.weights.checkpoint import load_checkpoint
+from zoo.training.trainer import TrainConfig, train
 
 TRAIN_IMAGES, BATCH, EPOCHS, WARMUP_EPOCHS, FROZEN_EPOCHS = 8, 2, 4, 1, 1
 STEPS_PER_EPOCH = TRAIN_IMAGES // BATCH

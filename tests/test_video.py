@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from zoo.cli import main
+from zoo.core.types import Prediction
 from zoo.data.readers import load_image, read_records
 from zoo.data.synthetic import generate
 from zoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from zoo.models.base import CrowdModel
-from zoo.registry import _REGISTRY, Recipe, register_model
-from zoo.types import Prediction
+from zoo.models.registry import Recipe, is_registered, register_model
 
 FPS = 10.0
 DIGITS = 3  # base-16 digits, one 16x16 block each along the top-left edge; intensity 16 * digit + 8
@@ -42,7 +42,7 @@ class PaintedCount(CrowdModel):
         return [Prediction(float(n), np.full((n, 2), 4.0), np.ones(n)) for n in counts]
 
 
-if "painted_count" not in _REGISTRY:
+if not is_registered("painted_count"):
     register_model("painted_count", family="points", description="test-only: reads a painted count",
                    recipe=Recipe(threshold=0.5))(lambda pretrained=False, **kw: PaintedCount())
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
+from zoo.core.errors import ZooError
+from zoo.core.types import Prediction
 from zoo.data.readers import Record
-from zoo.errors import ZooError
-from zoo.evaluate import VIEWS, check_views, evaluate, evaluate_thresholds, view_of
+from zoo.inference.evaluate import VIEWS, check_views, evaluate, evaluate_thresholds, view_of
 from zoo.models.base import CrowdModel
-from zoo.types import Prediction
 
 WHITE = 2.0  # ImageNet-normalized red of a white pixel is 2.25, of a black one -2.1
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.core.types import Prediction
 from zoo.models.base import CrowdModel
-from zoo.registry import _REGISTRY, Recipe, register_model
-from zoo.types import Prediction
+from zoo.models.registry import Recipe, is_registered, register_model
 
 
 class CellCounts:
@@ -60,7 +60,7 @@ class TinyDensity(CrowdModel):
         return preds
 
 
-if "tiny_density" not in _REGISTRY:
+if not is_registered("tiny_density"):
     register_model("tiny_density", family="density", description="test-only tiny density model",
                    recipe=Recipe(optimizer="adam", lr=3e-3, backbone_lr=3e-3, epochs=4, batch_size=4,
                                  crop_size=32, scale_range=(0.9, 1.1), grad_clip=1.0, threshold=0.3,

@@ -15,10 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from zoo.errors import ZooError
-from zoo.export import DEFAULT_OPSET, RUNTIMES
-from zoo.quantize import CALIBRATION_IMAGES
-from zoo.registry import AMP_MODES, VIEW_COUNTS
+from zoo.core.device import default_device
+from zoo.core.errors import ZooError
+from zoo.core.precision import AMP_CHOICES, AMP_MODES
+from zoo.deploy.export import DEFAULT_OPSET, RUNTIMES
+from zoo.deploy.quantize import CALIBRATION_IMAGES
+from zoo.inference.views import VIEW_COUNTS
 
 console = Console()
 WEIGHTS_HELP = "zoo checkpoint, or a published checkpoint of the model's family (then name the model)"
@@ -30,7 +32,7 @@ err_console = Console(stderr=True)
 
 
 def cmd_list(args) -> int:
-    from zoo.registry import get_entry, list_models
+    from zoo.models.registry import get_entry, list_models
 
     entries = [get_entry(name) for name in list_models()]
     if args.json:
@@ -48,8 +50,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_data_synth(args) -> int:
+    from zoo.core.paths import data_dir
     from zoo.data.synthetic import generate
-    from zoo.paths import data_dir
 
     root = generate(Path(args.out) if args.out else data_dir() / "synthetic", seed=args.seed)
     console.print(f"synthetic crowds written to [bold]{root}[/]")
@@ -94,16 +96,10 @@ def _parse_assignments(pairs: list[str], flag: str) -> dict:
     return result
 
 
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def cmd_train(args) -> int:
     import tomllib
 
-    from zoo.train import TrainConfig, train
+    from zoo.training.trainer import TrainConfig, train
 
     settings = {}
     if args.config:
@@ -134,7 +130,7 @@ def cmd_train(args) -> int:
     settings.pop("model", None)
     if not model:
         raise ZooError("name the model to train (zoo train MODEL) or set model in --config")
-    cfg = TrainConfig(model=model, **{**{"device": _default_device()}, **settings, **flags},
+    cfg = TrainConfig(model=model, **{**{"device": default_device()}, **settings, **flags},
                       recipe=recipe, model_kwargs=model_kwargs)
     result = train(cfg, console=err_console if args.json else console)
     if args.json and result.get("checkpoint"):
@@ -145,8 +141,8 @@ def cmd_train(args) -> int:
 def cmd_bench(args) -> int:
     from zoo.bench import BenchConfig, run_bench
     from zoo.bench.config import parse_list, parse_resolution, parse_weights
-    from zoo.evaluate import slow_amp_note
-    from zoo.registry import list_models
+    from zoo.core.precision import slow_amp_note
+    from zoo.models.registry import list_models
 
     cfg = BenchConfig(
         models=list(parse_list(args.models, "--models")) if args.models else list_models(),
@@ -154,7 +150,7 @@ def cmd_bench(args) -> int:
         dtypes=parse_list(args.dtype, "--dtype"), channels_last=args.channels_last, compile=args.compile,
         runtimes=parse_list(args.runtime, "--runtime"), calibration=args.calibration,
         fp32_reference=args.fp32_reference,
-        device=args.device or _default_device(), iters=args.iters,
+        device=args.device or default_device(), iters=args.iters,
         warmup=args.warmup, train_iters=args.train_iters, train_step=args.train_step,
         weights=parse_weights(args.weights), data=args.data, out=Path(args.out) if args.out else None,
         isolate=False if args.in_process else None)
@@ -187,7 +183,7 @@ def _print_notes(state: dict) -> None:
 
 
 def cmd_convert(args) -> int:
-    from zoo.checkpoint import model_from_checkpoint, save_checkpoint
+    from zoo.models.weights.checkpoint import model_from_checkpoint, save_checkpoint
 
     model, state = model_from_checkpoint(args.source, args.model, trust_pickle=args.trust_pickle)
     _print_notes(state)
@@ -203,8 +199,8 @@ def cmd_convert(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from zoo.export import checkpoint_metadata, export_onnx
-    from zoo.predict import load_inference
+    from zoo.deploy.export import checkpoint_metadata, export_onnx
+    from zoo.inference.predict import load_inference
 
     run = load_inference(args.weights, args.model, trust_pickle=args.trust_pickle)
     _print_notes(run.state)
@@ -214,7 +210,7 @@ def cmd_export(args) -> int:
     if not args.int8:
         export_onnx(run.model, Path(args.out), threshold=run.threshold, opset=args.opset, metadata=metadata)
     else:
-        from zoo.quantize import export_int8
+        from zoo.deploy.quantize import export_int8
 
         data = args.calibration or run.state.get("config", {}).get("train", {}).get("data", "synthetic")
         export_int8(run.model, Path(args.out), data, threshold=run.threshold, images=args.calibration_images,
@@ -232,13 +228,13 @@ def _on_runtime(run, args):
     if runtime == "torch":
         if args.onnx:
             raise ZooError("--onnx FILE runs on onnxruntime, not --runtime torch")
-        from zoo.evaluate import slow_amp_note
+        from zoo.core.precision import slow_amp_note
 
         _warn(slow_amp_note(run.device, run.amp))
         return run
     if args.amp not in (None, "off"):
         _warn(f"--amp {args.amp} does not apply to --runtime onnxruntime: the exported model runs in float32")
-    from zoo.runtime import with_onnxruntime
+    from zoo.deploy.runtime import with_onnxruntime
 
     return with_onnxruntime(run, args.weights, args.onnx)
 
@@ -246,7 +242,7 @@ def _on_runtime(run, args):
 def cmd_eval(args) -> int:
     import math
 
-    from zoo.predict import evaluate_checkpoint, load_inference, synthetic_only_note
+    from zoo.inference.predict import evaluate_checkpoint, load_inference, synthetic_only_note
 
     run = load_inference(args.weights, args.model, device=args.device, threshold=args.threshold, amp=args.amp,
                          trust_pickle=args.trust_pickle)
@@ -293,10 +289,10 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 
 def cmd_predict(args) -> int:
-    from zoo.predict import load_inference, predict_to_folder, synthetic_only_note
-    from zoo.registry import list_models
-    from zoo.tiling import resolve_tiling
-    from zoo.video import is_video, predict_video
+    from zoo.inference.predict import load_inference, predict_to_folder, synthetic_only_note
+    from zoo.inference.tiling import resolve_tiling
+    from zoo.inference.video import is_video, predict_video
+    from zoo.models.registry import list_models
 
     # MODEL may be omitted and argparse fills it first: the first word is the model only when it names one.
     inputs = [args.model, *args.inputs] if args.model else list(args.inputs)
@@ -368,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-lr", type=float)
     p.add_argument("--crop-size", type=int)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--amp", choices=("auto", *AMP_MODES),
+    p.add_argument("--amp", choices=AMP_CHOICES,
                    help="mixed precision (default auto: bf16, or off on a CPU without bf16 instructions)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--seed", type=int)

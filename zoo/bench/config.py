@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from zoo.errors import ZooError
-from zoo.export import RUNTIMES
+from zoo.core.device import resolve_device
+from zoo.core.errors import ZooError
+from zoo.core.precision import DTYPES
+from zoo.deploy.export import RUNTIMES
 
-DTYPES = ("fp32", "bf16", "fp16", "int8")
-AMP = {"fp32": "off", "bf16": "bf16", "fp16": "fp16", "int8": "off"}  # --dtype -> zoo.evaluate.autocast mode
-ONNX_DTYPES = ("fp32", "int8")  # what onnxruntime runs: the fp32 export, or its int8 quantization (zoo.quantize)
+ONNX_DTYPES = ("fp32", "int8")  # what onnxruntime runs: the fp32 export, or its int8 quantization (zoo.deploy.quantize)
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,11 @@ class BenchConfig:
             chosen.insert(0, reference)
         return chosen
 
-    def validate(self, cuda_available: bool) -> None:
+    def validate(self) -> None:
+        resolve_device(self.device)
         unknown = [d for d in self.dtypes if d not in DTYPES]
         if unknown:
             raise ZooError(f"--dtype {','.join(unknown)}: unknown; choose from {', '.join(DTYPES)}")
-        if self.device.startswith("cuda") and not cuda_available:
-            raise ZooError(f"--device {self.device}: no CUDA device is available here")
         if "fp16" in self.dtypes and not self.device.startswith("cuda"):
             raise ZooError("--dtype fp16 needs CUDA; use bf16 on CPU")
         unknown = [r for r in self.runtimes if r not in RUNTIMES]

@@ -19,21 +19,22 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from zoo.bench.config import AMP, Unit
+from zoo.bench.config import Unit
+from zoo.core.errors import ZooError
+from zoo.core.precision import AMP_OF_DTYPE, autocast, torch_dtype
 from zoo.data import transforms as T
 from zoo.data.collate import collate
 from zoo.data.synthetic import synthesize_image
-from zoo.errors import ZooError
-from zoo.evaluate import autocast, evaluate
-from zoo.export import export_onnx, require
-from zoo.metrics import HEADLINE_METRICS
-from zoo.models.fold import prepare_for_inference
-from zoo.predict import load_inference
-from zoo.registry import create_model, get_entry, get_recipe
+from zoo.deploy.export import export_onnx, require
+from zoo.deploy.fold import prepare_for_inference
+from zoo.inference.evaluate import evaluate
+from zoo.inference.predict import load_inference
+from zoo.metrics.counting import HEADLINE_METRICS
+from zoo.models.factory import create_model
+from zoo.models.registry import get_entry, get_recipe
 
 SEED = 0
 MATMUL_SIZE = {"cpu": 4096, "cuda": 8192}
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIB = 2**20
 
 
@@ -82,7 +83,7 @@ ROUTES = ("matmul", "conv")
 
 def product_seconds(route: str, n: int, device: torch.device, dtype: str, repeats: int) -> float:
     """The best time of an n x n by n x n product at `dtype` by `route` (one of ROUTES)."""
-    kind = TORCH_DTYPES[dtype]
+    kind = torch_dtype(dtype)
     a, b = torch.randn(n, n, device=device).to(kind), torch.randn(n, n, device=device).to(kind)
     if route == "matmul":
         return best_seconds(lambda: a @ b, device, repeats)
@@ -149,7 +150,7 @@ def build(unit: Unit) -> tuple[torch.nn.Module, float]:
     threshold."""
     torch.manual_seed(SEED)
     if unit.weights:
-        run = load_inference(unit.weights, unit.model, amp=AMP[unit.dtype], fold_bn=False)
+        run = load_inference(unit.weights, unit.model, amp=AMP_OF_DTYPE[unit.dtype], fold_bn=False)
         return run.model, run.threshold
     return create_model(unit.model), get_recipe(unit.model).threshold
 
@@ -162,7 +163,7 @@ def export_for_unit(unit: Unit, path: Path) -> str:
     model, threshold = build(unit)
     model = prepare_for_inference(model)
     if unit.dtype == "int8":
-        from zoo.quantize import export_int8
+        from zoo.deploy.quantize import export_int8
 
         export_int8(model, path, unit.calibration, threshold=threshold)
     else:
@@ -174,7 +175,7 @@ def inference_runner(unit: Unit, inference):
     """What the timed passes call: the prepared model, compiled or not, or the unit's ONNX file on onnxruntime
     (with torch's threads)."""
     if unit.runtime == "onnxruntime":
-        from zoo.runtime import OnnxRunner
+        from zoo.deploy.runtime import OnnxRunner
 
         return OnnxRunner(unit.onnx)
     if not unit.compile:
@@ -244,7 +245,7 @@ def time_inference(model, runner, unit: Unit, device: torch.device, threshold: f
     images = bench_images(unit.resolution, unit.batch_size).to(device)
     if unit.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    with autocast(device, AMP[unit.dtype]):
+    with autocast(device, AMP_OF_DTYPE[unit.dtype]):
         flops = count_flops(model, images)
         # A compiled runner compiles on its first call: give it warm-up passes of its own.
         for _ in range(max(unit.warmup, 1) - (runner is model)):
@@ -267,7 +268,7 @@ def time_inference(model, runner, unit: Unit, device: torch.device, threshold: f
 def train_throughput(model, runner, unit: Unit, device: torch.device) -> dict:
     """Images/s of full optimizer steps (the family's loss, backward, clipping, step) at the recipe's crop and
     batch. Runs last: it changes the weights."""
-    from zoo.train import build_optimizer, optimizer_step  # the trainer's parameter groups and step
+    from zoo.training.trainer import build_optimizer, optimizer_step  # the trainer's parameter groups and step
 
     recipe = get_recipe(unit.model)
     batch_size = recipe.batch_size * recipe.crops_per_image
@@ -278,7 +279,7 @@ def train_throughput(model, runner, unit: Unit, device: torch.device) -> dict:
     model.train()
 
     def step():
-        with autocast(device, AMP[unit.dtype]):
+        with autocast(device, AMP_OF_DTYPE[unit.dtype]):
             outputs = runner(images)
         loss, _ = model.loss(outputs, batch)
         optimizer_step(loss, model, optimizer, scaler, recipe.grad_clip)
@@ -302,7 +303,7 @@ def accuracy(model, unit: Unit, device: torch.device, threshold: float, forward)
     if not splits.test:
         raise ZooError(f"--data {unit.data}: the test split is empty, so accuracy cannot be measured")
     summary = evaluate(model, splits.test, f"{splits.name}:test", threshold=threshold, device=device,
-                       amp=AMP[unit.dtype], channels_last=unit.channels_last, forward=forward).summary()
+                       amp=AMP_OF_DTYPE[unit.dtype], channels_last=unit.channels_last, forward=forward).summary()
     return {k: summary[k] for k in HEADLINE_METRICS}
 
 

@@ -11,27 +11,28 @@ from rich.markup import escape
 
 from zoo.bench import report
 from zoo.bench.config import BenchConfig, Unit
-from zoo.bench.measure import TORCH_DTYPES, export_for_unit, matmul_ceiling, measure_unit, release
+from zoo.bench.measure import export_for_unit, matmul_ceiling, measure_unit, release
 from zoo.bench.worker import run_isolated
-from zoo.errors import ZooError
-from zoo.registry import get_entry
+from zoo.core import provenance
+from zoo.core.errors import ZooError
+from zoo.models.registry import get_entry
 
 
 def run_bench(cfg: BenchConfig, console: Console | None = None) -> list[dict]:
     """Measure every model x setting x batch size, append the rows to `cfg.out` and return them."""
     console = console or Console(stderr=True)
-    cfg.validate(torch.cuda.is_available())
+    cfg.validate()
     for name in cfg.models:
         get_entry(name)  # an unknown name fails here, before any measuring
     device = torch.device(cfg.device)
     isolate = cfg.isolate if cfg.isolate is not None else device.type == "cpu"
-    environment = report.environment(device)
+    environment = provenance.environment(device)
     settings = cfg.settings()
     for note in cfg.notes():
         console.print(f"note: {note}")
     ceilings = {}
     for dtype in dict.fromkeys(s.dtype for s in settings):
-        if dtype in TORCH_DTYPES:  # no int8 product is timed: int8 rows have no ceiling
+        if dtype != "int8":  # no int8 product is timed: int8 rows have no ceiling
             ceilings[dtype] = matmul_ceiling(device, dtype)
             console.print(f"ceiling: {dtype} matmul {ceilings[dtype]:,.0f} GFLOP/s on {environment['device_name']}")
     rows = []

@@ -17,8 +17,8 @@ import subprocess
 import sys
 
 from zoo.bench.config import Unit
-from zoo.errors import ZooError
-from zoo.registry import get_entry, list_models, register_model
+from zoo.core.errors import ZooError
+from zoo.models.registry import get_entry, list_models, register_model
 
 
 def run_isolated(unit: Unit) -> dict:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.core.errors import ZooError
 from zoo.data.readers import decode_image, inside, read_records
-from zoo.errors import ZooError
 
 UNSPLIT = "unsplit"  # the `splits` key of records whose dataset names no split (a single list file)
 

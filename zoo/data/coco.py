@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data.readers import SPLITS, Record
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
+from zoo.data.records import SPLITS, Record
 
 COCO_KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
                   "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
@@ -41,10 +41,10 @@ def coco_files(path: Path) -> list[Path]:
     path = Path(path)
     if path.is_file():
         return [path]
-    return sorted(path.glob("person_keypoints_*.json")) or sorted(p for p in path.glob("*.json") if _has_keypoints(p))
+    return sorted(path.glob("person_keypoints_*.json")) or sorted(p for p in path.glob("*.json") if has_keypoints(p))
 
 
-def _has_keypoints(path: Path) -> bool:
+def has_keypoints(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
             return b'"keypoints"' in f.read(1 << 20)

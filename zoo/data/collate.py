@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from zoo.types import Batch
+from zoo.core.types import Batch
 
 
 def collate(samples: list[dict] | list[list[dict]]) -> Batch:

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zoo.core.errors import ZooError
 from zoo.data import transforms as T
 from zoo.data.readers import SPLITS, Record, detect_format, inside, load_image, read_records
-from zoo.errors import ZooError
 
 # Where `--data cells` looks: the VGG cells set staged beside the checkout, or $ZOO_CELLS.
 CELLS_DIR = Path(os.environ.get("ZOO_CELLS",

@@ -37,33 +37,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 import scipy.io
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
+from zoo.data.records import SPLITS, Record  # noqa: F401  (Record: readers' callers name it here too)
 
 FORMATS = ("shanghaitech", "p2pnet", "cells", "json", "coco")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
-@dataclass
-class Record:
-    """One annotated image before loading: where it is and where its heads are."""
-
-    image: Path
-    points: np.ndarray  # (N, 2) float32 (x, y)
-    source: Path  # the annotation file the points came from (named in error messages)
-    labels: np.ndarray | None = None  # optional per-point class (keypoint type), aligned with points
-    problems: list[str] = field(default_factory=list)
-    split: str | None = None  # "train", "val" or "test" when the dataset says so
-    # Pose data (zoo.data.coco): the record is one person, cropped around `box` (x, y, w, h) when loaded.
-    box: np.ndarray | None = None
-    mirror_labels: np.ndarray | None = None  # label -> label of the mirrored keypoint type (left <-> right)
-    annotation: dict | None = None  # the source entry, for metrics that score against it (OKS)
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -150,19 +136,19 @@ def inside(points: np.ndarray, height: int, width: int) -> np.ndarray:
 
 # ---- formats --------------------------------------------------------------------------------------------------
 
-SPLITS = ("train", "val", "test")
 #: MATLAB puts pixel (1, 1)'s centre at (1, 1); the zoo at (0.5, 0.5). Measured on the street set, see README.
 MATLAB_OFFSET = 0.5
 CELLS_PROTOCOL = ((80, "train"), (100, "val"))  # last image number of each split; the rest is test
 
 
-def _natural_key(path: Path):
+def natural_key(path: Path):
+    """Sort key: file names in the order their numbers count (IMG_2 before IMG_10)."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
 def read_shanghaitech(root: Path, split: str) -> list[Record]:
     folder = Path(root) / f"{split}_data"
-    images = sorted((p for p in (folder / "images").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    images = sorted((p for p in (folder / "images").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
     if not images:
         raise ZooError(f"{folder / 'images'}: no images found")
     records = []
@@ -251,7 +237,7 @@ def _read_txt_points(path: Path) -> np.ndarray:
 
 
 def read_cells(folder: Path) -> list[Record]:
-    images = sorted(Path(folder).glob("*cell.png"), key=_natural_key)
+    images = sorted(Path(folder).glob("*cell.png"), key=natural_key)
     if not images:
         raise ZooError(f"{folder}: no NNNcell.png images found")
     return [_record_or_problem(img, img.with_name(img.name.replace("cell.png", "dots.png")), _read_dots,
@@ -326,9 +312,9 @@ def detect_format(path: Path) -> str:
     if path.is_file():
         if path.suffix.lower() != ".json":
             return "p2pnet"
-        from zoo.data.coco import _has_keypoints
+        from zoo.data.coco import has_keypoints
 
-        return "coco" if _has_keypoints(path) else "json"
+        return "coco" if has_keypoints(path) else "json"
     if any(path.glob("*_data/images")):
         return "shanghaitech"
     if any(path.glob("*cell.png")):

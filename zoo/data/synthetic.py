@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 import scipy.io
 
+from zoo.core.errors import ZooError
+from zoo.core.paths import data_dir
 from zoo.data.readers import MATLAB_OFFSET
-from zoo.errors import ZooError
-from zoo.paths import data_dir
 
 GENERATOR_VERSION = 2  # 2: .mat points in MATLAB coordinates (zoo + 0.5), as ShanghaiTech's
 DEFAULT_SPLITS = {"train": 80, "val": 20, "test": 20}

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from zoo.errors import ZooError
-from zoo.types import Batch, Prediction, TargetEncoder
+from zoo.core.errors import ZooError
+from zoo.core.types import Batch, Prediction, TargetEncoder
 
 
 class CrowdModel(nn.Module):
@@ -24,7 +24,7 @@ class CrowdModel(nn.Module):
     #: pixels of context a stride-aligned block of the input needs around it for its decoded outputs to be those of
     #: the whole image: how far beyond the block an input pixel can change its outputs (the receptive field's reach)
     #: plus the one map cell a 3x3 decoding neighbourhood reads, rounded up to a multiple of `stride`. Tiled
-    #: inference (zoo.tiling) takes it as the least overlap; None: unknown, and the model is never tiled.
+    #: inference (zoo.inference.tiling) takes it as the least overlap; None: unknown, and the model is never tiled.
     receptive_context: int | None = None
     #: multiplies the count (and the dense map it is summed from) in `decode`, for a family whose count is a map's
     #: sum (`count_is_sum`). The trainer fits it on validation when the recipe says `fit_count_scale`, and

@@ -1,10 +1,10 @@
 """Every packaged model: its name, family, builder (imported on first use), default recipe and description.
 
-Nothing here imports torch, so `zoo list` and `zoo --help` stay fast; `zoo.registry.create_model` imports a
+Nothing here imports torch, so `zoo list` and `zoo --help` stay fast; `zoo.models.registry.create_model` imports a
 family's module only when one of its models is built. A family adds its models here.
 """
 
-from zoo.registry import Recipe, register_model
+from zoo.models.registry import Recipe, register_model
 
 # The published recipe, except where no pretrained weights changes the answer. Measured on 64x64 blobs
 # (batch 8, 100 steps, loc_weight 1e-2, held-out count MAE vs predict-the-mean 2.94, F1 at 8 px): vgg16_bn, backbone lr
@@ -39,14 +39,14 @@ CSRNET = Recipe(optimizer="adam", lr=3e-4, backbone_lr=3e-4, epochs=20, batch_si
 
 CPN = Recipe(optimizer="adam", lr=1e-3, backbone_lr=1e-3, epochs=20, threshold=0.3)
 
-register_model("p2pnet", builder="zoo.models.p2pnet:p2pnet", recipe=P2PNET, family="points",
+register_model("p2pnet", builder="zoo.models.families.p2pnet:p2pnet", recipe=P2PNET, family="points",
                description="P2PNet: VGG-16 point proposals around anchors, Hungarian-matched to heads")
-register_model("csrnet", builder="zoo.models.csrnet:csrnet", recipe=CSRNET, family="density",
+register_model("csrnet", builder="zoo.models.families.csrnet:csrnet", recipe=CSRNET, family="density",
                description="CSRNet (paper): VGG-16 frontend + dilated backend, density at stride 8 (count = its sum)")
-register_model("csrnet_bn", builder="zoo.models.csrnet:csrnet_bn", recipe=CSRNET, family="density",
+register_model("csrnet_bn", builder="zoo.models.families.csrnet:csrnet_bn", recipe=CSRNET, family="density",
                description="CSRNet with batch norm (vgg16_bn frontend, BN backend): the variant the zoo trains")
-register_model("cpn", builder="zoo.models.cpn:cpn", recipe=CPN, family="heatmap",
+register_model("cpn", builder="zoo.models.families.cpn:cpn", recipe=CPN, family="heatmap",
                description="CPN: ResNet-50 + GlobalNet + RefineNet heatmaps at stride 4, L2 + OHKM")
-register_model("cpn_r18", builder="zoo.models.cpn:cpn_r18", recipe=CPN, family="heatmap",
+register_model("cpn_r18", builder="zoo.models.families.cpn:cpn_r18", recipe=CPN, family="heatmap",
                description="CPN on ResNet-18: the CPU-friendly variant (~1.6x faster steps; the stride-4 neck "
                            "dominates at 128 px)")

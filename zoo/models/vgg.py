@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from zoo.models.weights import load_matching, resolve_torchvision_weights
+from zoo.models.pretrained import load_matching, resolve_torchvision_weights
 
 # Index of the first layer after each max-pool in torchvision's features Sequential (plain, with BN).
 # Plain vgg16: pools at 4, 9, 16, 23, 30. vgg16_bn: pools at 6, 13, 23, 33, 43.

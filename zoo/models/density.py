@@ -28,9 +28,9 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.special import ndtr
 
-from zoo.checkpoint import atomic_write
-from zoo.errors import ZooError
-from zoo.paths import cache_dir
+from zoo.core.errors import ZooError
+from zoo.core.files import atomic_write
+from zoo.core.paths import cache_dir
 
 MIN_SIGMA = 0.5  # px; coincident heads would give sigma 0. Below half a pixel a head stays in one pixel anyway.
 CACHE_VERSION = 1  # bump when the sigma computation changes so old cache files are not reused

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from zoo.checkpoint import atomic_write
-from zoo.errors import ZooError
-from zoo.predict import Inference, _run_batch, render_overlay
+from zoo.core.errors import ZooError
+from zoo.core.files import atomic_write
+from zoo.inference.predict import Inference, render_overlay, run_batch
 
 # Containers recognised by name; OpenCV (its FFmpeg backend) decides whether it can actually read each one.
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -89,7 +89,7 @@ def count_frames(run: Inference, path: Path, fps: float, frames: Iterator[tuple[
     rows, pending = [], []
 
     def flush():
-        for index, image, prediction in _run_batch(run, pending):
+        for index, image, prediction in run_batch(run, pending):
             rows.append({"frame": index, "time_s": index / fps, "count": prediction.count,
                          "n_points": len(prediction.points)})
             if on_overlay is not None:

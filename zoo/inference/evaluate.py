@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import platform
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -11,17 +9,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from zoo.core.errors import ZooError
+from zoo.core.precision import autocast
 from zoo.data.collate import collate, stack_padded
 from zoo.data.dataset import PointDataset, is_pose
-from zoo.errors import ZooError
-from zoo.metrics import Evaluator
-from zoo.pose_metrics import PoseEvaluator
-from zoo.registry import VIEW_COUNTS
-
-#: Test-time views as (quarter turns, left-right flip), the image as given first. The first 2 add the left-right
-#: flip (right for street scenes), the first 4 the symmetries of a rectangle (up-down flip, half turn), all 8 the
-#: quarter turns too (for images with no up, such as cells).
-VIEWS = ((0, False), (0, True), (2, True), (2, False), (1, False), (1, True), (3, False), (3, True))
+from zoo.inference.views import VIEW_COUNTS, VIEWS
+from zoo.metrics.counting import Evaluator
+from zoo.metrics.pose import PoseEvaluator
 
 
 def check_views(views: int, records) -> None:
@@ -41,33 +35,6 @@ def view_of(images: Tensor, sizes: Tensor, turns: int, flip: bool, stride: int) 
         contents.append(content.flip(-1) if flip else content)
     new_sizes = torch.tensor([c.shape[1:] for c in contents], dtype=sizes.dtype, device=sizes.device)
     return stack_padded(contents, stride), new_sizes
-
-
-def autocast(device: torch.device | str, amp: str):
-    """Autocast context for `amp`, one of zoo.registry.AMP_MODES."""
-    device_type = torch.device(device).type
-    if amp == "off":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return torch.autocast(device_type, dtype=dtype)
-
-
-def slow_amp_note(device: torch.device | str, amp: str, remedy: str = "pass --amp off") -> str | None:
-    """A warning when `amp` is bf16 on an x86 CPU without bf16 instructions (AVX512-BF16 or AMX), where bf16
-    convolutions run many times slower than float32 ones (measured in results/README.md)."""
-    if amp != "bf16" or torch.device(device).type != "cpu" or platform.machine().lower() not in ("x86_64", "amd64"):
-        return None
-    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
-        return None
-    return ("this CPU has no bf16 instructions (AVX512-BF16 or AMX): bf16 autocast runs many times slower than "
-            f"float32 here; {remedy}")
-
-
-def resolve_amp(amp: str, device: torch.device | str) -> str:
-    """`amp`, with "auto" made bf16 where `device` runs it at speed and off (float32) where it does not."""
-    if amp != "auto":
-        return amp
-    return "off" if slow_amp_note(device, "bf16") else "bf16"
 
 
 def evaluate(model, records, key: str, *, threshold: float, **options) -> Evaluator:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from zoo.distributed import mean_count_over_ranks
-from zoo.errors import ZooError
+from zoo.core.distributed import mean_count_over_ranks
+from zoo.core.errors import ZooError
+from zoo.core.types import Batch, Prediction
 from zoo.models.base import CrowdModel, checked_options
-from zoo.models.published import Converted, has_prefix, rename
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
-from zoo.types import Batch, Prediction
+from zoo.models.weights.published import Converted, has_prefix, rename
 
 GRID_STRIDE = 8  # the prediction grid is C4's: one cell per 8x8 input pixels
 BACKBONES = {"vgg16": False, "vgg16_bn": True}  # name -> batch norm

@@ -1,7 +1,7 @@
 """`zoo export`: a model as an ONNX file for deployment, with the height and width of its input left dynamic.
 
 Only the network is exported; decoding (thresholds, peaks, density sums) stays in each family's `decode`, which
-zoo.runtime runs on onnxruntime's outputs exactly as on the torch forward's. The graph is traced by
+zoo.deploy.runtime runs on onnxruntime's outputs exactly as on the torch forward's. The graph is traced by
 `torch.onnx.export(dynamo=True)` (torch.export) at opset 18, the opset torch's ONNX function library is written
 for (other opsets go through the ONNX version converter). Height and width are symbolic multiples of the model's
 stride and the batch is symbolic too, so one file serves every padded input size.
@@ -17,7 +17,6 @@ Importing this module costs nothing: torch and the ONNX packages are imported wh
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import io
 import json
@@ -25,7 +24,8 @@ import logging
 import re
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
+from zoo.core.files import sha256
 
 DEFAULT_OPSET = 18
 RUNTIMES = ("torch", "onnxruntime")  # what runs a model's forward pass (--runtime); decoding is always the family's
@@ -80,12 +80,7 @@ def rebuild_outputs(structure, tensors: dict):
 
 def checkpoint_metadata(weights: str | Path) -> dict[str, str]:
     """Metadata naming the checkpoint a file is exported from: `--onnx FILE` is refused with other weights."""
-    return {"zoo.checkpoint": Path(weights).name, CHECKPOINT_DIGEST: file_digest(weights)}
-
-
-def file_digest(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return {"zoo.checkpoint": Path(weights).name, CHECKPOINT_DIGEST: sha256(weights)}
 
 
 def export_onnx(model, path: str | Path, *, threshold: float, opset: int = DEFAULT_OPSET,
@@ -99,7 +94,7 @@ def export_onnx(model, path: str | Path, *, threshold: float, opset: int = DEFAU
     from torch.export import Dim
 
     from zoo import __version__
-    from zoo.checkpoint import atomic_write
+    from zoo.core.files import atomic_write
 
     name = getattr(model, "registry_name", type(model).__name__)
     stride = model.stride

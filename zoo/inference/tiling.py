@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoo.errors import ZooError
-from zoo.types import Prediction
+from zoo.core.errors import ZooError
+from zoo.core.types import Prediction
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoo.checkpoint import atomic_write
+from zoo.core.errors import ZooError
+from zoo.core.files import atomic_write
+from zoo.core.types import Prediction
 from zoo.data.readers import Record
 from zoo.data.transforms import uncrop_points
-from zoo.errors import ZooError
-from zoo.types import Prediction
 
 SUMMARY_KEYS = ("ap", "ap50", "ap75", "ar")  # rows 0, 1, 2 and 5 of COCOeval.stats for keypoints
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.errors import ZooError
-from zoo.export import CHECKPOINT_DIGEST, export_onnx, file_digest, rebuild_outputs, require
+from zoo.core.errors import ZooError
+from zoo.core.files import sha256
+from zoo.deploy.export import CHECKPOINT_DIGEST, export_onnx, rebuild_outputs, require
 
 
 class OnnxRunner:
@@ -52,7 +53,8 @@ class OnnxRunner:
 
 
 def with_onnxruntime(run, weights: str | Path, onnx: str | Path | None = None):
-    """`run` (a zoo.predict.Inference of the checkpoint `weights`) with its forward pass on onnxruntime: the file
+    """`run` (a zoo.inference.predict.Inference of the checkpoint `weights`) with its forward pass on onnxruntime: the
+    file
     `onnx` (a `zoo export` of the same checkpoint), or, without one, the model exported now to a temporary file
     that the session has read in full before it is deleted."""
     require("onnxruntime")  # before a minute of exporting, not after
@@ -66,7 +68,7 @@ def with_onnxruntime(run, weights: str | Path, onnx: str | Path | None = None):
     else:
         runner = OnnxRunner(onnx)
         exported_from = runner.metadata.get(CHECKPOINT_DIGEST)
-        if exported_from != file_digest(weights):
+        if exported_from != sha256(weights):
             raise ZooError(f"{onnx}: was not exported from {weights} (its recorded checkpoint digest differs); "
                            f"export it again: zoo export --weights {weights} --out {onnx}")
     return dataclasses.replace(run, forward=runner, amp="off", channels_last=False)

@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.core.errors import ZooError
+from zoo.core.types import Batch, Prediction
 from zoo.data.coco import COCO_KEYPOINTS, mirror_permutation
-from zoo.errors import ZooError
 from zoo.models.base import CrowdModel, checked_options
 from zoo.models.peaks import local_maxima
-from zoo.models.weights import load_matching, load_state_dict_file
-from zoo.types import Batch, Prediction
+from zoo.models.pretrained import load_matching, load_state_dict_file
 
 OUTPUT_STRIDE = 4
 PIXEL_CENTRE = 0.5  # continuous coordinate of pixel 0's centre

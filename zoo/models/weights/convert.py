@@ -3,19 +3,19 @@
 Accepted: `{'model': sd}` (official P2PNet, lwcc), `{'state_dict': sd, 'epoch', 'arch', ...}` (CSRNet-pytorch),
 `{'net': sd, ...}` (C-3-Framework's latest_state), `{'model_state_dict': sd}` and bare state dicts, with
 `module.`, `CCN.` or `CCN.module.` prefixes. The family modules know their published key layouts
-(`from_published`, see zoo.models.published); this module never looks at a model's name.
+(`from_published`, see zoo.models.weights.published); this module never looks at a model's name.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
-from zoo.errors import ZooError
-from zoo.models.published import Converted
-from zoo.registry import create_model, family_module, get_entry, list_models
+from zoo.core.errors import ZooError
+from zoo.core.files import sha256
+from zoo.models.registry import build_model, family_module, get_entry, list_models
+from zoo.models.weights.published import Converted
 
 WRAPPERS = ("model", "state_dict", "net", "model_state_dict")  # where training scripts put the weights
 PREFIXES = ("module.", "CCN.")  # DataParallel / DDP, C-3-Framework (both: `CCN.module.`)
@@ -44,14 +44,6 @@ def bare_weights(raw, source) -> tuple[dict[str, torch.Tensor], str]:
     return raw, ", ".join(packing) or "bare state dict"
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert(raw, name: str, source: Path, options: dict | None = None) -> dict:
     """A zoo checkpoint (model, model_name, model_kwargs, provenance) from the loaded contents of a file that is
     not one: a published checkpoint of `name`'s family, or a bare zoo state dict."""
@@ -59,14 +51,14 @@ def convert(raw, name: str, source: Path, options: dict | None = None) -> dict:
     own = family_module(name)
     converted = _recognize(own, weights, source)
     if converted is None:
-        fresh = create_model(name, **(options or {})).state_dict()
+        fresh = build_model(name, **(options or {})).state_dict()
         if set(weights) == set(fresh):
             converted = Converted(weights, {}, "zoo state dict", "as trained in the zoo")
         else:
             raise _not_recognized(name, weights, source)
     converted.state = with_batch_counters(converted.state)
     kwargs = merge_options(options or {}, converted.options, source)
-    check_shapes(converted, create_model(name, **kwargs).state_dict(), source)
+    check_shapes(converted, build_model(name, **kwargs).state_dict(), source)
     provenance = {"source": Path(source).name, "sha256": sha256(Path(source)), "layout": converted.layout,
                   "packing": packing, "preprocessing": converted.preprocessing}
     return {"model": converted.state, "model_name": name, "model_kwargs": kwargs, "provenance": provenance}

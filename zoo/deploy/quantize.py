@@ -17,8 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from zoo.errors import ZooError
-from zoo.export import INPUT_NAME, require
+from zoo.core.errors import ZooError
+from zoo.deploy.export import INPUT_NAME, require
 
 #: What a quantized file is, recorded in its metadata (`zoo.quantization`) and in results/int8.csv.
 METHOD = ("QDQ; weights int8 per output channel; activations uint8 over their 0.01-99.99 percentile ranges; "
@@ -59,7 +59,7 @@ def quantize_onnx(source: str | Path, out: str | Path, batches: Iterator, note: 
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from zoo.checkpoint import atomic_write
+    from zoo.core.files import atomic_write
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -102,9 +102,9 @@ def quantize_on_training_images(source: str | Path, out: str | Path, data: str, 
 
 def export_int8(model, out: str | Path, data: str, *, threshold: float, images: int = CALIBRATION_IMAGES,
                 **export_options) -> None:
-    """`model` exported as `zoo.export.export_onnx` exports it (to a temporary fp32 file) and quantized to `out`,
+    """`model` exported as `zoo.deploy.export.export_onnx` exports it (to a temporary fp32 file) and quantized to `out`,
     calibrated on `images` training images of `data`."""
-    from zoo.export import export_onnx
+    from zoo.deploy.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="zoo-int8-export-") as folder:
         fp32 = Path(folder) / "fp32.onnx"

@@ -9,13 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from zoo.density import DensityEncoder, DensityParams
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
+from zoo.core.types import Batch, Prediction
 from zoo.models.base import CrowdModel, checked_options
+from zoo.models.density import DensityEncoder, DensityParams
 from zoo.models.peaks import local_maxima
-from zoo.models.published import Converted, has_prefix, rename
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
-from zoo.types import Batch, Prediction
+from zoo.models.weights.published import Converted, has_prefix, rename
 
 # Backend configurations of the paper (Table 3). The design notes' 2, 4, 8, 16 matches none of them.
 DILATIONS = {"A": (1,) * 6, "B": (2,) * 6, "C": (2, 2, 2, 4, 4, 4), "D": (4,) * 6}

@@ -7,41 +7,20 @@ its `best.pt` only what inference reads (`inference_state`): the same without op
 `provenance` says where the weights came from: for a training run its commit, torch version and start time; for a
 file converted from a published checkpoint (zoo convert) the source file name, sha256, layout, packing and
 preprocessing. Reading (`resolve_checkpoint`, `model_from_checkpoint`) accepts zoo checkpoints of either layout
-(older full ones included) and the published layouts zoo.convert recognizes; every `--weights` goes through
-`model_from_checkpoint`.
+(older full ones included) and the published layouts zoo.models.weights.convert recognizes; every `--weights` goes
+through `model_from_checkpoint`.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 from pathlib import Path
 
 import torch
 
-from zoo.convert import convert, merge_options
-from zoo.errors import ZooError
-from zoo.registry import create_model, family_module, get_entry
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename over `path`: a crash or a full disk never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results should be as readable as any new file
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from zoo.core.errors import ZooError
+from zoo.core.files import atomic_write, read_torch
+from zoo.models.registry import build_model, family_module, get_entry
+from zoo.models.weights.convert import convert, merge_options
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -61,26 +40,9 @@ def inference_state(state: dict) -> dict:
     return {key: state[key] for key in INFERENCE_KEYS if key in state}
 
 
-def read_file(path: Path | str, trust_pickle: bool = False):
-    """The contents of a torch file, on CPU. Without `trust_pickle` only tensors and plain Python values are
-    unpickled (`weights_only=True`), so a file cannot run code while loading."""
-    path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as exc:  # truncated, corrupt, not a torch file, or holding pickled objects
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        pickled = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if pickled:
-            raise ZooError(f"{path}: holds pickled Python objects ({pickled[1]}) besides tensors; load it only if "
-                           "you trust its source (--trust-pickle, or trust_pickle=True)") from None
-        raise ZooError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {first})") from None
-
-
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by the zoo (for resuming: with optimizer and history)."""
-    state = read_file(path)
+    state = read_torch(path)
     if not isinstance(state, dict) or "model" not in state:
         raise ZooError(f"{path}: not a crowd-zoo checkpoint (no 'model' entry)")
     return state
@@ -89,8 +51,8 @@ def load_checkpoint(path: Path) -> dict:
 def resolve_checkpoint(path: Path | str, name: str | None = None, options: dict | None = None,
                        trust_pickle: bool = False) -> dict:
     """Any accepted weights file as a zoo checkpoint dict: a zoo checkpoint as it is, a published checkpoint
-    (or a bare state dict) converted for model `name` (see zoo.convert)."""
-    raw = read_file(path, trust_pickle)
+    (or a bare state dict) converted for model `name` (see zoo.models.weights.convert)."""
+    raw = read_torch(path, trust_pickle)
     if isinstance(raw, dict) and "model_name" in raw and isinstance(raw.get("model"), dict):
         return raw
     if name is None:
@@ -140,7 +102,7 @@ def model_from_checkpoint(path: Path | str, name: str | None = None, device: str
     notes = [f"{path}: its weights imply {k}={v!r}, which {name} does not have by default; built with it"
              for k, v in implied.items() if record.get(k) != v]
     kwargs = {**record, **merge_options(options or {}, implied, path)}
-    model = create_model(name, **kwargs)
+    model = build_model(name, **kwargs)
     load_model_state(model, state, path)
     model.count_scale = float(state.get("count_scale", 1.0))
     return model.to(device).eval(), {**state, "notes": state.get("notes", []) + notes}

@@ -8,7 +8,7 @@ the trainer's test metrics exactly on the same device.
 and one `summary.csv` (image, count, n_points). Overlays are decided by the prediction's fields, never by the
 model's name: a dense map (density or heatmap) is blended in as a colour map, points are drawn unless the count
 comes from a density (then the points are only its local maxima), and the count is written in the top-left corner.
-Images above a pixel budget are run tile by tile (zoo.tiling): the same prediction, in bounded memory.
+Images above a pixel budget are run tile by tile (zoo.inference.tiling): the same prediction, in bounded memory.
 """
 
 from __future__ import annotations
@@ -22,19 +22,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from zoo.checkpoint import atomic_write, model_from_checkpoint
+from zoo.core.device import resolve_device
+from zoo.core.errors import ZooError
+from zoo.core.files import atomic_write
+from zoo.core.paths import data_dir
+from zoo.core.precision import autocast, check_amp
+from zoo.core.types import Prediction
 from zoo.data import transforms as T
 from zoo.data.dataset import resolve_splits
-from zoo.data.readers import IMAGE_SUFFIXES, _natural_key, load_image
-from zoo.errors import ZooError
-from zoo.evaluate import autocast, evaluate
-from zoo.metrics import Evaluator
+from zoo.data.readers import IMAGE_SUFFIXES, load_image, natural_key
+from zoo.deploy.fold import prepare_for_inference
+from zoo.inference.evaluate import evaluate
+from zoo.inference.tiling import Tiling, predict_tiled
+from zoo.metrics.counting import Evaluator
 from zoo.models.base import CrowdModel
-from zoo.models.fold import prepare_for_inference
-from zoo.paths import data_dir
-from zoo.registry import AMP_MODES, get_recipe
-from zoo.tiling import Tiling, predict_tiled
-from zoo.types import Prediction
+from zoo.models.registry import get_recipe
+from zoo.models.weights.checkpoint import model_from_checkpoint
 
 MAP_OPACITY = 0.6  # blend weight of the colour map where the dense map peaks; it fades out where the map is 0
 POINT_COLOUR = (255, 0, 255)  # magenta: a hue the turbo colour map never uses
@@ -51,20 +54,13 @@ class Inference:
     threshold: float
     amp: str
     channels_last: bool
-    # images -> the model's outputs dict: the model itself, or another runtime of it (zoo.runtime); `model`
+    # images -> the model's outputs dict: the model itself, or another runtime of it (zoo.deploy.runtime); `model`
     # still decodes them
     forward: Callable[[torch.Tensor], dict] | None = None
 
     def __post_init__(self):
         if self.forward is None:
             self.forward = self.model
-
-
-def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ZooError(f"--device {name}: no CUDA device is available here")
-    return device
 
 
 def load_inference(weights: str | Path, name: str | None = None, *, device: str = "cpu",
@@ -88,8 +84,7 @@ def load_inference(weights: str | Path, name: str | None = None, *, device: str 
         # fp16 autocast exists for CUDA training only (with a scaler); on a CPU run the weights as trained.
         amp = recorded.get("amp", "off")
         amp = "off" if amp == "fp16" and target.type != "cuda" else amp
-    if amp not in AMP_MODES:
-        raise ZooError(f"unknown --amp {amp!r}; choose {', '.join(AMP_MODES)}")
+    check_amp(amp)
     channels_last = bool(recorded.get("channels_last", False))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -116,7 +111,7 @@ def evaluate_checkpoint(run: Inference, data: str | None = None, fmt: str | None
     """Score `run` on a split. Without `data`, the split comes from the dataset, format, seed and validation
     share the training run recorded, so it is the very split the trainer tested on. With `data`, an unsplit list
     is scored whole as the split the user names; a dataset with named splits must have that split. `views`:
-    count metrics score each image's mean count over that many test-time views (zoo.evaluate.VIEWS)."""
+    count metrics score each image's mean count over that many test-time views (zoo.inference.evaluate.VIEWS)."""
     recorded = run.state.get("config", {}).get("train", {})
     explicit = data is not None
     if not explicit:
@@ -148,7 +143,7 @@ def find_images(inputs: list[str | Path]) -> list[Path]:
             found = [p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
             if not found:
                 raise ZooError(f"{item}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            paths += sorted(found, key=_natural_key)
+            paths += sorted(found, key=natural_key)
         else:
             paths.append(item)
     return paths
@@ -172,30 +167,30 @@ def predict_images(run: Inference, paths: list[Path], batch_size: int = 4, tilin
     """(path, RGB image, prediction) per readable image, (path, None, error message) per unreadable one, in
     input order. Consecutive images of one size share a forward pass (up to `batch_size`); each is padded to
     the model's stride, never cropped, and `decode` drops what falls into the padding. An image `tiling`
-    applies to is run tile by tile on its own (zoo.tiling)."""
+    applies to is run tile by tile on its own (zoo.inference.tiling)."""
     pending: list[tuple[Path, np.ndarray]] = []
     for path in paths:
         try:
             image = load_image(path)
         except ZooError as exc:
-            yield from _run_batch(run, pending)
+            yield from run_batch(run, pending)
             pending = []
             yield path, None, str(exc)
             continue
         if tiling is not None and tiling.applies(*image.shape[:2]):
-            yield from _run_batch(run, pending)
+            yield from run_batch(run, pending)
             pending = []
-            yield path, image, predict_tiled(image, lambda window: _predict_one(run, window), tiling)
+            yield path, image, predict_tiled(image, lambda window: predict_one(run, window), tiling)
             continue
         if pending and (len(pending) == batch_size or pending[0][1].shape != image.shape):
-            yield from _run_batch(run, pending)
+            yield from run_batch(run, pending)
             pending = []
         pending.append((path, image))
-    yield from _run_batch(run, pending)
+    yield from run_batch(run, pending)
 
 
 @torch.no_grad()
-def _run_batch(run: Inference, batch: list[tuple[Path, np.ndarray]]):
+def run_batch(run: Inference, batch: list[tuple[Path, np.ndarray]]):
     if not batch:
         return
     none = np.zeros((0, 2), np.float32)
@@ -211,9 +206,9 @@ def _run_batch(run: Inference, batch: list[tuple[Path, np.ndarray]]):
         yield path, image, prediction
 
 
-def _predict_one(run: Inference, image: np.ndarray) -> Prediction:
+def predict_one(run: Inference, image: np.ndarray) -> Prediction:
     """`image`'s prediction from a forward pass of its own (a tile of a larger image)."""
-    ((_, _, prediction),) = _run_batch(run, [(None, image)])
+    ((_, _, prediction),) = run_batch(run, [(None, image)])
     return prediction
 
 

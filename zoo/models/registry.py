@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
-from zoo.errors import ZooError
-
-#: mixed-precision modes of training and inference (autocast dtype, or off); defined here, where importing
-#: costs nothing, because the CLI lists them in --help
-AMP_MODES = ("bf16", "fp16", "off")
-VIEW_COUNTS = (1, 2, 4, 8)  # test-time views a count can average (zoo.evaluate.VIEWS, in order)
+from zoo.core.errors import ZooError
 
 
 @dataclass(frozen=True)
@@ -59,7 +53,7 @@ class Recipe:
     # about 1 / (1 - decay) steps averaged) instead of the weights of the last step, which batches of 8 crops
     # push around. 0: the weights as trained.
     ema_decay: float = 0.0
-    # The final test also scores the mean count over this many views of each test image (zoo.evaluate.VIEWS: 2
+    # The final test also scores the mean count over this many views of each test image (zoo.inference.evaluate.VIEWS: 2
     # adds the left-right flip, 4 the up-down flip and half turn, 8 the quarter turns), beside the image as given.
     # Validation always scores the image as given. 1: no second score.
     test_views: int = 1
@@ -113,23 +107,16 @@ def register_model(name: str | None = None, *, recipe: Recipe, family: str, desc
 
 
 def _entry(name: str) -> ModelEntry:
-    _load_families()
     try:
         return _REGISTRY[name]
     except KeyError:
         raise ZooError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, pretrained: bool = False, checkpoint_path: str | os.PathLike | None = None,
-                 **overrides):
-    """Build a registered model, as timm does. `checkpoint_path` loads a zoo checkpoint or a recognized
-    published checkpoint of the model's family (see zoo.convert), with the options its weights imply.
+def build_model(name: str, pretrained: bool = False, **overrides):
+    """A registered model with fresh weights (or ImageNet-initialized trunk weights with `pretrained`).
     `overrides` go to the family's constructor and are recorded on the model (`registry_name`,
-    `registry_kwargs`) so checkpoints can rebuild it."""
-    if checkpoint_path is not None:
-        from zoo.checkpoint import model_from_checkpoint
-
-        return model_from_checkpoint(checkpoint_path, name, options=overrides)[0]
+    `registry_kwargs`) so checkpoints can rebuild it. Users call `zoo.create_model`, which also loads weights."""
     model = _entry(name).build(pretrained=pretrained, **overrides)
     model.registry_name = name
     model.registry_kwargs = dict(overrides)
@@ -143,7 +130,6 @@ def family_module(name: str):
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    _load_families()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
@@ -155,6 +141,10 @@ def get_entry(name: str) -> ModelEntry:
     return _entry(name)
 
 
-def _load_families() -> None:
-    # The catalogue registers the packaged models without importing torch or any family.
-    import zoo.models.catalog  # noqa: F401
+def unregister_model(name: str) -> None:
+    """Remove a registered model (tests register throwaway ones)."""
+    _REGISTRY.pop(name, None)
+
+
+def is_registered(name: str) -> bool:
+    return name in _REGISTRY

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 RUN_FILES = ("best.pt", "last.pt", "metrics.csv")  # a folder holding any of them holds a run
 OUTPUT_FILES = (*RUN_FILES, "test_metrics.json", "test_predictions.csv")

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
-from zoo.checkpoint import atomic_write
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
+from zoo.core.files import atomic_write
 
 
 @contextmanager

@@ -1,8 +1,8 @@
 """What a family's converter of published checkpoints returns, and the helpers its key mappings share.
 
 Each family module may define `from_published(weights) -> Converted | None`: given a bare state dict (wrappers
-and `module.`-style prefixes already removed by `zoo.convert`), it returns the zoo state dict and the options the
-layout implies, None when the keys show nothing of its published layouts, or raises a `ZooError` naming the
+and `module.`-style prefixes already removed by `zoo.models.weights.convert`), it returns the zoo state dict and the
+options the layout implies, None when the keys show nothing of its published layouts, or raises a `ZooError` naming the
 keys it cannot place when they are only partly its own. `PUBLISHED_KEYS` (a few keys of its layouts) goes into
 the error shown when no family recognizes a file. `implied_options(state, name) -> dict` gives the constructor
 options a zoo state dict fixes by its keys where registered model `name` would differ (e.g. batch norm), so a
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from zoo.errors import ZooError
+from zoo.core.errors import ZooError
 
 
 @dataclass
