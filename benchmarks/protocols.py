@@ -33,7 +33,7 @@ from zoo.core.provenance import git_commit
 from zoo.data.dataset import CELLS_DIR, resolve_splits
 from zoo.data.readers import Record, read_records
 from zoo.data.synthetic import write_ground_truth
-from zoo.metrics.counting import HEADLINE_METRICS, VIEW_KEYS
+from zoo.metrics.names import HEADLINE_METRICS, VIEW_KEYS
 from zoo.models.registry import get_entry, get_recipe
 from zoo.training.trainer import TrainConfig, train
 

@@ -12,7 +12,7 @@ import csv
 from pathlib import Path
 
 from zoo.core.csvrows import append_rows
-from zoo.metrics.counting import VIEW_KEYS
+from zoo.metrics.names import VIEW_KEYS
 
 KEY = ("protocol", "model", "budget", "device", "n_train", "draw")
 COLUMNS = [*KEY, "family", "epochs", "images_seen", "crop_size", "crops_per_image", "threads", "amp", "train_seconds",

@@ -4,8 +4,8 @@
 
 Every case runs in a fresh process (`--case JSON`), whose peak resident set (Linux VmHWM, as `zoo bench` reads it)
 is then the case's own: loading the image file and `zoo.inference.predict.predict_images` on it, i.e. `zoo predict`
-without writing its CSV and overlay. The models are the registered ones with their output layers seeded so that they find
-many heads (random output layers find none, and there would be nothing to compare). The input is the synthetic
+without writing its CSV and overlay. The models are the registered ones with their output layers seeded so that
+they find many heads (random output layers find none, and there would be nothing to compare). The input is the synthetic
 test scene 0 resized to each resolution and written as a PNG.
 
 Whole-image inference is estimated before it is run: whole-image cases at 1024 to 2048 px squares come first, a

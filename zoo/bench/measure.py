@@ -29,7 +29,7 @@ from zoo.deploy.export import export_onnx, require
 from zoo.deploy.fold import prepare_for_inference
 from zoo.inference.evaluate import evaluate
 from zoo.inference.predict import load_inference
-from zoo.metrics.counting import HEADLINE_METRICS
+from zoo.metrics.names import HEADLINE_METRICS
 from zoo.models.factory import create_model
 from zoo.models.registry import get_entry, get_recipe
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from zoo.core.csvrows import append_rows
-from zoo.metrics.counting import HEADLINE_METRICS
+from zoo.metrics.names import HEADLINE_METRICS
 
 COLUMNS = [
     # environment

@@ -34,13 +34,6 @@ from zoo.core.errors import ZooError
 from zoo.core.files import atomic_write
 from zoo.core.types import Prediction
 
-#: the metrics every result row reports (train's final test, bench accuracy, the comparison suite)
-HEADLINE_METRICS = ("mae", "mse", "nae", "f1_4", "f1_8")
-#: what a mean count over test-time views changes (zoo.inference.evaluate), and the keys the final test reports
-#: them under
-VIEW_METRICS = ("mae", "mse", "nae")
-VIEW_KEYS = ("test_views", *(f"{k}_views" for k in VIEW_METRICS))
-
 DEFAULT_THRESHOLDS = (4, 8)
 GAME_LEVELS = (0, 1, 2, 3)
 

@@ -21,8 +21,9 @@ from zoo.core.files import atomic_write
 from zoo.core.types import Prediction
 from zoo.data.readers import Record
 from zoo.data.transforms import uncrop_points
+from zoo.metrics.names import POSE_METRICS
 
-SUMMARY_KEYS = ("ap", "ap50", "ap75", "ar")  # rows 0, 1, 2 and 5 of COCOeval.stats for keypoints
+SUMMARY_KEYS = POSE_METRICS
 
 
 class PoseEvaluator:

@@ -40,7 +40,7 @@ from zoo.data.dataset import PointDataset, is_pose, keypoint_types, resolve_spli
 from zoo.deploy.fold import prepare_for_inference
 from zoo.inference.evaluate import check_views, evaluate, evaluate_thresholds
 from zoo.inference.predict import load_inference
-from zoo.metrics.counting import HEADLINE_METRICS, VIEW_KEYS, VIEW_METRICS
+from zoo.metrics.names import HEADLINE_METRICS, VIEW_KEYS, VIEW_METRICS
 from zoo.metrics.pose import SUMMARY_KEYS as POSE_KEYS
 from zoo.models.factory import create_model
 from zoo.models.registry import get_recipe

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_readers import random_points, write_image
+from support.datasets import random_points, write_image
 
 from zoo.core.errors import ZooError
 from zoo.data.check import check_dataset

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import assets_path
-from test_readers import BREAKAGES, write_broken_shanghaitech, write_image, write_shanghaitech
+from support import assets_path
+from support.datasets import BREAKAGES, write_broken_shanghaitech, write_image, write_shanghaitech
 
 from zoo.models.registry import get_entry, list_models
 

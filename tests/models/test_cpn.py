@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import blob_batches, blob_samples, fit
+from support import blob_batches, blob_samples, fit
 
 from zoo.core.errors import ZooError
 from zoo.core.types import Batch

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assets_path
-from published_layouts import csrnet_state, p2pnet_state, published_csrnet, published_p2pnet
+from support import assets_path
+from support.published_layouts import csrnet_state, p2pnet_state, published_csrnet, published_p2pnet
 
 import zoo
 from zoo.cli import main
@@ -67,7 +67,7 @@ def test_converted_models_reproduce_outputs_of_the_published_code(tmp_path, imag
     """tests/data/published_reference.npz holds the outputs of the published repositories' own networks
     (CrowdCounting-P2PNet models/p2pnet.py at 5c91a81, CSRNet-pytorch model.py), which loaded these same
     seeded state dicts with strict=True, on this input: made once in a scratch directory outside the repository."""
-    reference = np.load(Path(__file__).parent / "data" / "published_reference.npz")
+    reference = np.load(Path(__file__).resolve().parents[1] / "fixtures" / "published_reference.npz")
     torch.save({"model": p2pnet_state()}, tmp_path / "p2pnet.pth")
     torch.save({"state_dict": csrnet_state()}, tmp_path / "csrnet.pth.tar")
     p2pnet = zoo.create_model("p2pnet", checkpoint_path=tmp_path / "p2pnet.pth")

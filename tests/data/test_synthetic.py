@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import scipy.io
-from conftest import assets_path
 from scipy.spatial.distance import pdist
+from support import assets_path
 
 from zoo.core.errors import ZooError
 from zoo.data import synthetic

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-import tiny_family  # noqa: F401  (registers tiny_density)
 import torch
+from support import tiny_family  # noqa: F401  (registers tiny_density)
 from torch import nn
 
 from zoo.cli import main

@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import blob_batches, blob_samples, fit
 from scipy.optimize import linear_sum_assignment
+from support import blob_batches, blob_samples, fit
 
 from zoo.core.errors import ZooError
 from zoo.core.types import Batch

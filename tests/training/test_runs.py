@@ -7,10 +7,12 @@ import multiprocessing
 
 import pandas as pd
 import pytest
-import tiny_family  # noqa: F401  (registers tiny_density)
 import torch
-from conftest import write_shanghaitech
 from rich.console import Console
+from support import (
+    tiny_family,  # noqa: F401  (registers tiny_density)
+    write_shanghaitech,
+)
 
 from zoo.cli import main
 from zoo.core.csvrows import append_rows

@@ -13,7 +13,7 @@ from zoo.core.errors import ZooError
 from zoo.models.factory import create_model
 from zoo.models.registry import list_models
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("argv", [["list"], ["--help"]])

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import assets_path, fit
+from support import assets_path, fit
 
 from zoo.core.errors import ZooError
 from zoo.core.types import Prediction

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import blob_samples
+from support import blob_samples
+from support.seeded import seeded_csrnet, seeded_p2pnet, threshold_in_widest_gap
 from torch.nn.parallel import DistributedDataParallel
 
 from zoo.core import distributed as zdist
@@ -96,20 +96,6 @@ def test_rank_gradients_averaged_as_ddp_does_give_the_single_process_gradients(m
 
 # ---- mixed precision -------------------------------------------------------------------------------------------
 
-def seeded_p2pnet():
-    net = create_model("p2pnet", backbone="vgg16", width=32)
-    with torch.no_grad():  # proposals spread around their anchors, about half of them above 0.5
-        net.regression[-1].weight.normal_(0, 2e-3)
-        net.classification[-1].bias.zero_()
-    return net
-
-
-def seeded_csrnet():
-    net = create_model("csrnet")
-    with torch.no_grad():  # a map of ~1 head per cell that varies with the image, instead of the near-zero start
-        net.output.weight.mul_(100)
-        net.output.bias.fill_(1.0)
-    return net
 
 
 FAMILIES = {"p2pnet": seeded_p2pnet, "csrnet": seeded_csrnet, "cpn_r18": lambda: create_model("cpn_r18")}
@@ -118,14 +104,6 @@ FAMILIES = {"p2pnet": seeded_p2pnet, "csrnet": seeded_csrnet, "cpn_r18": lambda:
 # other side: half a stride-4 cell, 2 px (seen on CI's CPU). Any other cell would be 4 px or more away.
 POINT_TOLERANCE = {"p2pnet": 0.5, "csrnet": 0.5, "cpn_r18": 2.0}
 
-
-def threshold_in_widest_gap(scores: np.ndarray) -> float:
-    """A decision threshold midway in the widest gap between the float32 scores, so that no score lies near
-    it: a point flipping across the threshold would be chance, not precision."""
-    ordered = np.sort(scores)[len(scores) // 4:]  # keep at least a quarter of the points below it
-    gaps = np.diff(ordered)
-    k = int(np.argmax(gaps))
-    return float(ordered[k] + gaps[k] / 2)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

@@ -7,10 +7,12 @@ from __future__ import annotations
 import io
 
 import pytest
-import tiny_family  # noqa: F401  (registers tiny_density)
 import torch
-from conftest import write_shanghaitech
 from rich.console import Console
+from support import (
+    tiny_family,  # noqa: F401  (registers tiny_density)
+    write_shanghaitech,
+)
 
 from zoo.core.precision import resolve_amp, slow_amp_note
 from zoo.models.weights.checkpoint import load_checkpoint

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from conftest import write_shanghaitech
+from support import write_shanghaitech
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 ENV = {**{k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")},
        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
 
@@ -19,7 +19,7 @@ ENV = {**{k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COL
 def test_epoch_lines_stay_one_line_each_without_a_terminal(tmp_path):
     data = write_shanghaitech(tmp_path / "data", {"train": 8, "val": 4, "test": 4}, seed=3)
     out = tmp_path / "run"
-    code = "import sys, tiny_family; from zoo.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys, support.tiny_family; from zoo.cli import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run([sys.executable, "-c", code, "train", "tiny_density", "--data", str(data), "--out",
                            str(out), "--epochs", "3", "--amp", "off", "--device", "cpu"],
                           env=ENV, capture_output=True, text=True, timeout=300, check=True)

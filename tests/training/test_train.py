@@ -1,4 +1,4 @@
-"""The shared trainer, on a tiny test-only family (tests/tiny_family.py) so it runs in seconds."""
+"""The shared trainer, on a tiny test-only family (tests/support/tiny_family.py) so it runs in seconds."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import tiny_family  # noqa: F401  (registers tiny_density)
 import torch
-from conftest import write_shanghaitech
+from support import (
+    tiny_family,  # noqa: F401  (registers tiny_density)
+    write_shanghaitech,
+)
 
 from zoo.core.errors import ZooError
 from zoo.data.dataset import PointDataset, resolve_splits
@@ -24,7 +26,7 @@ from zoo.inference.predict import load_inference
 from zoo.models.weights.checkpoint import load_checkpoint
 from zoo.training.trainer import TrainConfig, train
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
 
 
@@ -35,7 +37,7 @@ def dataset(tmp_path_factory):
 
 def run_cli(*args, check=True):
     """`zoo` in a fresh process that also knows the tiny family."""
-    code = "import sys, tiny_family; from zoo.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys, support.tiny_family; from zoo.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], env=ENV, capture_output=True, text=True, check=check)
 
 
@@ -160,7 +162,7 @@ def test_kill_9_then_resume_reaches_the_same_weights(dataset, tmp_path):
     args = ["train", "tiny_density", "--data", str(dataset), "--amp", "off", "--epochs", "8"]
     run_cli(*args, "--out", str(tmp_path / "clean"))
 
-    code = "import sys, tiny_family; from zoo.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys, support.tiny_family; from zoo.cli import main; sys.exit(main(sys.argv[1:]))"
     victim = subprocess.Popen([sys.executable, "-c", code, *args, "--out", str(tmp_path / "killed")], env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "killed" / "last.pt"
@@ -273,7 +275,8 @@ def test_json_flag_prints_the_final_metrics_last(dataset, tmp_path):
 
 
 DDP_ENTRY = """
-import sys, torch, torch.distributed as dist, tiny_family
+import sys, torch, torch.distributed as dist
+from support import tiny_family
 from zoo.training.trainer import TrainConfig, train
 out = sys.argv[2]
 train(TrainConfig("tiny_density", data=sys.argv[1], out=out, amp="off", recipe={"epochs": 3}))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import blob_batches, blob_samples, fit
+from support import blob_batches, blob_samples, fit
 
 from zoo.core.errors import ZooError
 from zoo.core.types import Batch

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import assets_path, write_mat
+from support import assets_path, write_mat
 
 from zoo.data.dataset import VAL_FRACTION, resolve_splits
 from zoo.data.readers import read_records

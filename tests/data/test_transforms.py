@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGENET_MEAN, IMAGENET_STD
+from support import IMAGENET_MEAN, IMAGENET_STD
 
 from zoo.data import transforms as T
 from zoo.data.collate import collate

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_precision_ddp import seeded_csrnet, seeded_p2pnet, threshold_in_widest_gap
-from tiny_family import TinyDensity
+from support.seeded import seeded_csrnet, seeded_p2pnet, threshold_in_widest_gap
+from support.tiny_family import TinyDensity
 
 from zoo.bench.measure import scene
 from zoo.cli import main

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import onnx
 import pytest
-import tiny_family  # noqa: F401  (registers tiny_density)
 import torch
+from support import tiny_family  # noqa: F401  (registers tiny_density)
 
 from zoo.cli import main
 from zoo.data.synthetic import generate

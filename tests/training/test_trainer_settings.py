@@ -8,10 +8,12 @@ import math
 import os
 
 import pytest
-import tiny_family  # noqa: F401  (registers tiny_density)
 import torch
-from conftest import write_shanghaitech
 from rich.console import Console
+from support import (
+    tiny_family,  # noqa: F401  (registers tiny_density)
+    write_shanghaitech,
+)
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from zoo.models.weights.checkpoint import load_checkpoint

@@ -16,10 +16,12 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import tiny_family  # noqa: F401  (registers tiny_density)
 import torch
-from conftest import write_shanghaitech
 from rich.console import Console
+from support import (
+    tiny_family,  # noqa: F401  (registers tiny_density)
+    write_shanghaitech,
+)
 
 from zoo.core.errors import ZooError
 from zoo.data.dataset import resolve_splits
@@ -28,7 +30,7 @@ from zoo.models.registry import Recipe, get_recipe
 from zoo.models.weights.checkpoint import load_checkpoint
 from zoo.training.trainer import TrainConfig, train
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks/ scripts live beside zoo/
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the benchmarks/ scripts live beside zoo/
 
 from benchmarks import protocols, report, rows  # noqa: E402
 from benchmarks.budgets import BUDGETS, Budget  # noqa: E402
@@ -297,7 +299,7 @@ def test_count_baselines_match_a_direct_computation(tmp_path):
 
 
 def test_every_comparison_column_is_documented_in_results_readme():
-    text = (Path(__file__).resolve().parents[1] / "results" / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "results" / "README.md").read_text()
     section = text.split("\n# Comparison results", 1)[1].split("\n# ", 1)[0]  # up to the next top-level section
     table_rows = [line for line in section.splitlines() if line.startswith("| `")]
     documented = {name for line in table_rows for name in re.findall(r"`([a-z0-9_]+)`", line.split("|")[1])}

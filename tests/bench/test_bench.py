@@ -29,7 +29,7 @@ from zoo.models.base import CrowdModel
 from zoo.models.registry import Recipe, register_model
 from zoo.models.weights.checkpoint import save_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY, BIG = "bench_test_tiny", "bench_test_big"
 
 
