@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from zoo.bench.measure import peak_rss_mb, scene
-from zoo.cli import MAX_PIXELS
+from zoo.cli.predict import MAX_PIXELS
 from zoo.core.csvrows import append_rows
 from zoo.core.provenance import device_name, git_commit
 from zoo.data import transforms as T
