@@ -21,7 +21,7 @@ from benchmarks.protocols import PROTOCOLS, STREET_DIR, Setup
 from benchmarks.report import COMMANDS, write_report
 from zoo.core.errors import ZooError
 from zoo.core.precision import AMP_CHOICES, resolve_amp
-from zoo.data.dataset import CELLS_DIR
+from zoo.data.sources import CELLS_DIR
 from zoo.data.synthetic import ensure_synthetic
 
 

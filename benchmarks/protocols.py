@@ -30,8 +30,9 @@ from zoo.bench import BenchConfig, run_bench
 from zoo.core.errors import ZooError
 from zoo.core.precision import DTYPE_OF_AMP
 from zoo.core.provenance import git_commit
-from zoo.data.dataset import CELLS_DIR, resolve_splits
+from zoo.data.dataset import resolve_splits
 from zoo.data.readers import Record, read_records
+from zoo.data.sources import CELLS_DIR
 from zoo.data.synthetic import write_ground_truth
 from zoo.metrics.names import HEADLINE_METRICS, VIEW_KEYS
 from zoo.models.registry import get_entry, get_recipe

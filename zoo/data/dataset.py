@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,10 +18,8 @@ from torch.utils.data import Dataset
 from zoo.core.errors import ZooError
 from zoo.data import transforms as T
 from zoo.data.readers import SPLITS, Record, detect_format, inside, load_image, read_records
+from zoo.data.sources import dataset_path
 
-# Where `--data cells` looks: the VGG cells set staged beside the checkout, or $ZOO_CELLS.
-CELLS_DIR = Path(os.environ.get("ZOO_CELLS",
-                                Path(__file__).resolve().parents[2].parent / "shared/assets/cells_vgg/cells"))
 #: Share of the training images held out (seeded) to validate when a dataset has no validation split of its own
 #: and `--val-fraction` is not given; 0 trains on all of them and keeps the last checkpoint.
 VAL_FRACTION = 0.2
@@ -63,17 +60,7 @@ def resolve_splits(spec: str | os.PathLike | None = "synthetic", fmt: str = "aut
     Without a validation split, a seeded `val_fraction` (default `VAL_FRACTION`) of train validates; giving
     `val_fraction` for a dataset that has one is an error. Records with problems are left out (`skipped`).
     """
-    spec = "synthetic" if spec is None else str(spec)
-    if spec == "synthetic":
-        from zoo.data.synthetic import ensure_synthetic
-
-        path = ensure_synthetic()
-    elif spec == "cells":
-        path = CELLS_DIR
-        if not path.is_dir():
-            raise ZooError(f"{path}: VGG cells not found; set ZOO_CELLS or pass the folder with --data")
-    else:
-        path = Path(spec)
+    path = dataset_path(spec)
     records_fmt = detect_format(path) if fmt == "auto" else fmt
     records = read_records(path, None, records_fmt)
     skipped = [p for r in records if r.problems for p in r.problems]
