@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from zoo.core.csvrows import append_rows
-from zoo.metrics.names import HEADLINE_METRICS
+from zoo.metrics.names import HEADLINE_METRICS, label
 
 COLUMNS = [
     # environment
@@ -43,7 +43,7 @@ TABLE_COLUMNS = {  # key -> heading; a column is shown when some row has a value
     "gflops_per_image": "GFLOPs", "latency_ms_median": "median ms", "latency_ms_p90": "p90 ms",
     "images_per_s": "img/s", "ceiling_percent": "% peak", "speedup_vs_fp32": "x fp32",
     "train_images_per_s": "train img/s", "memory_mb": "peak MB", "mean_count": "count",
-    "count_rel_percent": "vs fp32", "mae": "MAE", "mse": "MSE", "f1_8": "F1@8",
+    "count_rel_percent": "vs fp32", **{key: label(key) for key in ("mae", "mse", "f1_8")},
 }
 
 
@@ -110,13 +110,13 @@ def figure(rows: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for (model, label), row in best.items():
+    for (model, setting), row in best.items():
         ax.scatter(row["images_per_s"], row["mae"])
-        ax.annotate(f"{model} ({label}, batch {row['batch_size']})", (row["images_per_s"], row["mae"]),
+        ax.annotate(f"{model} ({setting}, batch {row['batch_size']})", (row["images_per_s"], row["mae"]),
                     textcoords="offset points", xytext=(5, 5), fontsize=8)
     first = next(iter(best.values()))
     ax.set_xlabel(f"images/s at {first['resolution']} on {first['device_name']}")
-    ax.set_ylabel("MAE (test split)")
+    ax.set_ylabel(f"{label('mae')} (test split)")
     ax.set_title(f"accuracy vs throughput on {Path(first['data']).name}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
