@@ -17,7 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     commands = data.add_subparsers(dest="data_command", required=True)
     p = commands.add_parser("synth", help="generate the synthetic crowd dataset (ShanghaiTech layout)")
     p.add_argument("--out", default=None, help="output folder (default: data/synthetic)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated images and heads")
     p.set_defaults(run=run_synth)
     p = commands.add_parser("check", help="read every sample and report counts and problems")
     p.add_argument("path", help="a dataset folder or file, or synthetic or cells as --data names them")
