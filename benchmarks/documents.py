@@ -1,0 +1,568 @@
+"""The generated parts of the documents: every table of measured numbers and every results CSV's columns, made
+from results/*.csv, so that no number in the documents is copied by hand.
+
+    python -m benchmarks.documents            # rewrite the blocks whose CSVs changed
+    python -m benchmarks.documents --check    # write nothing; exit 1 naming the documents that are out of date
+
+A document keeps a generated block between a `<!-- generated: NAME -->` line and a `<!-- end generated -->`
+line; the text outside the markers is written by hand and left as it is. DOCUMENTS says which blocks each
+document holds, TABLES how each block is made. Every number in a table of measurements is a `Number` naming the
+CSV, rows, column and reduction it comes from, and every other value a `Text` naming its cell, so
+tests/benchmarks/test_documents.py recomputes each one from the CSV. A column table lists a CSV's header as it
+is; a column without a meaning in COLUMN_MEANINGS stops the generator, so a new column cannot go undocumented.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from zoo.core.errors import ZooError
+from zoo.core.files import atomic_write
+
+ROOT = Path(__file__).resolve().parents[1]
+START = re.compile(r"^<!-- generated: ([a-z0-9-]+) -->\n", flags=re.MULTILINE)
+END = "<!-- end generated -->"
+
+
+# ------------------------------------------------------------------------------------------------ table cells
+
+
+@dataclass(frozen=True)
+class Number:
+    """A value computed from a CSV: `reduction` over `column` of the data rows `rows` (0-based) of `file`."""
+
+    file: str
+    column: str
+    rows: tuple[int, ...]
+    reduction: str
+    value: float
+    fmt: str
+
+    def __str__(self) -> str:
+        return "" if math.isnan(self.value) else format(self.value, self.fmt)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A CSV cell as written (`text` is the cell, or its start: a date shown to the day)."""
+
+    file: str
+    column: str
+    row: int
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Header:
+    """A column name of a CSV's header, in a table of columns."""
+
+    file: str
+    column: str
+
+    def __str__(self) -> str:
+        return f"`{self.column}`"
+
+
+Fragment = str | Number | Text | Header
+Cell = tuple[Fragment, ...]
+
+
+@dataclass
+class Table:
+    """A markdown table. `kind` is "measurements" (every digit in its body comes from a Number or a Text) or
+    "columns" (a CSV's header, column by column, with what each holds)."""
+
+    header: tuple[str, ...]
+    kind: str = "measurements"
+    rows: list[tuple[Cell, ...]] = field(default_factory=list)
+
+    def add(self, *cells: Fragment | Cell) -> None:
+        if len(cells) != len(self.header):
+            raise ValueError(f"a row of {len(cells)} cells in a table of {len(self.header)} columns")
+        self.rows.append(tuple(c if isinstance(c, tuple) else (c,) for c in cells))
+
+    def render(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        for row in self.rows:
+            cells = ["".join(str(f) for f in cell) for cell in row]
+            if any("|" in c or "\n" in c for c in cells):
+                raise ZooError(f"a table cell holds '|' or a line break: {cells}")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ the CSVs
+
+REDUCTIONS: dict[str, Callable[[pd.Series], float]] = {
+    "value": lambda s: s.iloc[0] if len(s) == 1 else math.nan,
+    "mean": lambda s: s.mean(),
+    "std": lambda s: s.std(ddof=1),  # over draws: the sample standard deviation
+    "count": lambda s: s.count(),
+    "max": lambda s: s.max(),
+}
+
+
+class Results:
+    """The CSVs of a results folder, read once: as numbers (pandas' types) and as the text of each cell."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._numbers: dict[str, pd.DataFrame] = {}
+        self._text: dict[str, pd.DataFrame] = {}
+
+    def files(self) -> list[str]:
+        return sorted(p.name for p in self.folder.glob("*.csv"))
+
+    def numbers(self, file: str) -> pd.DataFrame:
+        if file not in self._numbers:
+            self._numbers[file] = pd.read_csv(self._path(file))
+        return self._numbers[file]
+
+    def text(self, file: str) -> pd.DataFrame:
+        if file not in self._text:
+            self._text[file] = pd.read_csv(self._path(file), dtype=str, keep_default_na=False)
+        return self._text[file]
+
+    def header(self, file: str) -> list[str]:
+        return list(self.text(file).columns)
+
+    def _path(self, file: str) -> Path:
+        path = self.folder / file
+        if not path.is_file():
+            raise ZooError(f"{path}: no such results file (the documents are generated from it)")
+        return path
+
+    # cells
+
+    def number(self, file: str, column: str, rows, reduction: str = "value", fmt: str = ".2f") -> Number:
+        rows = tuple(int(r) for r in rows)
+        series = self.numbers(file)[column].iloc[list(rows)]
+        return Number(file, column, rows, reduction, float(REDUCTIONS[reduction](series)), fmt)
+
+    def value(self, file: str, column: str, row: int, fmt: str = ".2f") -> Number:
+        return self.number(file, column, (row,), "value", fmt)
+
+    def cell(self, file: str, column: str, row: int, length: int | None = None) -> Text:
+        text = self.text(file)[column].iloc[int(row)]
+        return Text(file, column, int(row), text[:length] if length else text)
+
+    def day(self, file: str, row: int) -> Text:
+        return self.cell(file, "date", row, length=len("YYYY-MM-DD"))
+
+    def spread(self, file: str, column: str, rows, fmt: str = ".2f") -> Cell:
+        """One row's value, or the mean ± the standard deviation of several."""
+        rows = tuple(rows)
+        if len(rows) == 1 or self.numbers(file)[column].iloc[list(rows)].count() < 2:
+            return (self.number(file, column, rows, "mean", fmt),)
+        return self.number(file, column, rows, "mean", fmt), " ± ", self.number(file, column, rows, "std", fmt)
+
+    def distinct(self, file: str, column: str, rows) -> Cell:
+        """The different texts of `column` over `rows`, in order of first appearance, joined by commas."""
+        frame, seen, out = self.text(file), set(), []
+        for row in rows:
+            value = frame[column].iloc[int(row)]
+            if value not in seen:
+                seen.add(value)
+                out += [", "] * bool(out) + [self.cell(file, column, row)]
+        return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------------ measurements
+
+COMPARISON_FILES = ("cells.csv", "synthetic.csv", "street.csv")
+GROUP = ["budget", "device", "model", "n_train"]  # rows of one group are draws of one run: never mixed otherwise
+
+
+def groups(results: Results, file: str) -> list[tuple[int, ...]]:
+    """Row numbers of each (budget, device, model, n_train) group, in order of first appearance."""
+    found: dict[tuple[str, ...], list[int]] = {}
+    for row, key in enumerate(results.text(file)[GROUP].itertuples(index=False, name=None)):
+        found.setdefault(key, []).append(row)
+    return [tuple(rows) for rows in found.values()]
+
+
+def comparison(results: Results) -> Table:
+    table = Table(("protocol", "budget", "device", "model", "N", "draws", "epochs", "amp", "MAE", "MSE (root)",
+                   "F1@8", "views", "MAE, views"))
+    for file in COMPARISON_FILES:
+        for rows in groups(results, file):
+            first = rows[0]
+            table.add(*(results.cell(file, c, first) for c in ("protocol", "budget", "device", "model", "n_train")),
+                      results.number(file, "draw", rows, "count", ".0f"), results.distinct(file, "epochs", rows),
+                      results.distinct(file, "amp", rows), results.spread(file, "mae", rows),
+                      results.spread(file, "mse", rows), results.number(file, "f1_8", rows, "mean"),
+                      results.number(file, "test_views", rows, "max", ".0f"), results.spread(file, "mae_views", rows))
+    return table
+
+
+def headline(results: Results) -> Table:
+    """VGG cells at the largest N trained: for each model, the budget with the lowest mean test MAE."""
+    file, best = "cells.csv", {}
+    frame = results.numbers(file)
+    largest = frame["n_train"].max()
+    for rows in groups(results, file):
+        model, n_train = frame["model"].iloc[rows[0]], frame["n_train"].iloc[rows[0]]
+        mae = frame["mae"].iloc[list(rows)].mean()
+        if n_train == largest and (model not in best or mae < best[model][0]):
+            best[model] = (mae, rows)
+    table = Table(("model", "budget", "N", "draws", "test MAE", "MAE, mean count of the views", "views", "F1@8"))
+    for _, rows in sorted(best.values()):
+        table.add(*(results.cell(file, c, rows[0]) for c in ("model", "budget", "n_train")),
+                  results.number(file, "draw", rows, "count", ".0f"), results.spread(file, "mae", rows),
+                  results.spread(file, "mae_views", rows), results.number(file, "test_views", rows, "max", ".0f"),
+                  results.number(file, "f1_8", rows, "mean"))
+    return table
+
+
+#: A table with a line per CSV row: (heading, column, how it is shown): TEXT as written, DAY a date to the day,
+#: else the number format of its value.
+TEXT, DAY = "text", "day"
+ROW_TABLES: dict[str, tuple[str, tuple[tuple[str, str, str], ...]]] = {
+    "synthetic-cost": ("synthetic.csv", (
+        ("model", "model", TEXT), ("budget", "budget", TEXT), ("device", "device", TEXT),
+        ("resolution", "bench_resolution", TEXT), ("dtype", "bench_dtype", TEXT), ("params", "params_total", ".0f"),
+        ("GFLOPs", "gflops_per_image", ".1f"), ("median ms", "latency_ms_median", ".0f"),
+        ("images/s", "images_per_s", ".3f"), ("training images/s", "train_images_per_s", ".2f"),
+        ("peak RSS MiB", "peak_rss_mb", ".0f"))),
+    "bench": ("bench.csv", (
+        ("date", "date", DAY), ("device", "device_name", TEXT), ("threads", "cpu_threads", TEXT),
+        ("model", "model", TEXT), ("runtime", "runtime", TEXT), ("dtype", "dtype", TEXT),
+        ("channels_last", "channels_last", TEXT), ("compile", "compile", TEXT), ("resolution", "resolution", TEXT),
+        ("batch", "batch_size", TEXT), ("status", "status", TEXT), ("GFLOPs", "gflops_per_image", ".1f"),
+        ("median ms", "latency_ms_median", ".0f"), ("x fp32", "speedup_vs_fp32", ".2f"),
+        ("training images/s", "train_images_per_s", ".2f"), ("peak RSS MiB", "peak_rss_mb", ".0f"),
+        ("data", "data", TEXT), ("MAE", "mae", ".2f"))),
+    "published-speed": ("published_speed.csv", (
+        ("date", "date", DAY), ("commit", "git_commit", TEXT), ("model", "model", TEXT), ("code", "code", TEXT),
+        ("runtime", "runtime", TEXT), ("dtype", "dtype", TEXT), ("channels_last", "channels_last", TEXT),
+        ("compile", "compile", TEXT), ("rounds", "rounds", TEXT), ("median ms", "median_ms", ".0f"),
+        ("p10 ms", "p10_ms", ".0f"), ("p90 ms", "p90_ms", ".0f"),
+        ("x published fp32", "speedup_vs_published_fp32", ".2f"),
+        ("x published, same setting", "speedup_vs_published_same_setting", ".2f"))),
+    "tiling": ("tiling.csv", (
+        ("date", "date", DAY), ("device", "device_name", TEXT), ("model", "model", TEXT),
+        ("resolution", "resolution", TEXT), ("mode", "mode", TEXT), ("tile", "tile", ".0f"),
+        ("overlap", "overlap", ".0f"), ("windows", "windows", ".0f"), ("status", "status", TEXT),
+        ("seconds", "seconds", ".1f"), ("peak RSS MiB", "peak_rss_mb", ".0f"),
+        ("estimated MiB", "estimated_peak_rss_mb", ".0f"), ("count vs whole", "count_rel_diff_vs_whole", ".2g"),
+        ("F1 vs whole", "f1_vs_whole", ".3f"))),
+    "int8": ("int8.csv", (
+        ("date", "date", DAY), ("commit", "git_commit", TEXT), ("model", "model", TEXT), ("data", "data", TEXT),
+        ("quantization", "quantization", TEXT), ("calibration images", "calibration_images", ".0f"),
+        ("total", "total_rel_diff", "+.2%"), ("mean image", "mean_image_rel_diff", ".2%"),
+        ("largest image", "max_image_rel_diff", ".2%"), ("MAE fp32", "mae_fp32", ".2f"),
+        ("MAE int8", "mae_int8", ".2f"), ("accepted", "accepted", TEXT))),
+    "mutation": ("mutation.csv", (
+        ("date", "date", TEXT), ("commit", "commit", TEXT), ("stage", "stage", TEXT), ("module", "module", TEXT),
+        ("scope", "scope", TEXT), *((c, c, ".0f") for c in ("mutants", "killed", "timeout", "survived", "no_tests",
+                                                             "not_checked")))),
+}
+
+
+def row_table(results: Results, file: str, spec: tuple[tuple[str, str, str], ...]) -> Table:
+    table = Table(tuple(heading for heading, _, _ in spec))
+    for row in range(len(results.text(file))):
+        table.add(*(results.cell(file, column, row) if how == TEXT else results.day(file, row) if how == DAY
+                    else results.value(file, column, row, how) for _, column, how in spec))
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ columns
+
+#: What a column holds wherever it appears, unless COLUMN_MEANINGS gives its file's own meaning.
+SHARED_MEANINGS = {
+    "date": "start of the run, UTC, ISO 8601 (`2025-01-31T12:00:00+00:00`)",
+    "git_commit": "short commit of the checkout that ran it; `+dirty` when tracked code had uncommitted changes "
+                  "(documentation does not count); `unknown` outside git",
+    "device": "torch device (`cpu`, `cuda`, `cuda:1`)",
+    "device_name": "`torch.cuda.get_device_name`, or the CPU model from /proc/cpuinfo with the instructions "
+                   "torch's kernels use there, e.g. `AMD EPYC (AVX2)` or `AMD EPYC (AVX512, BF16, VNNI)` (older "
+                   "rows give the model alone)",
+    "cpu_threads": "`torch.get_num_threads()` of the run",
+    "torch": "torch version",
+    "torchvision": "torchvision version",
+    "timm": "timm version",
+    "onnxruntime": "onnxruntime version, where onnxruntime ran",
+    "model": "registered model name (`zoo list`; CSRNet rows are `csrnet_bn`, the batch-norm variant, unless "
+             "they compare the paper's `csrnet`)",
+    "family": "`points`, `density` or `heatmap`",
+    "runtime": "what ran the forward pass: `torch` (eager, or compiled when `compile` is True) or `onnxruntime` "
+               "(the exported graph)",
+    "dtype": "`fp32`, `bf16` or `fp16` (the last two through autocast; fp16 on CUDA only), or `int8` "
+             "(onnxruntime: static quantization)",
+    "channels_last": "True when model and input used `torch.channels_last`",
+    "compile": "True when the model ran through `torch.compile` (inference weights frozen); always False on "
+               "`onnxruntime` rows",
+    "resolution": "input `HEIGHTxWIDTH` in pixels",
+    "peak_rss_mb": "CPU only: peak resident memory (Linux `VmHWM`) of the fresh process that ran it, MiB",
+    "cuda_peak_allocated_mb": "CUDA only: `torch.cuda.max_memory_allocated` during the unit, MiB",
+    "gflops_per_image": "forward GFLOPs per image at the resolution (GFLOPs = 2 x GMACs)",
+    "latency_ms_median": "median wall time of one forward pass of the batch, ms",
+    "images_per_s": "batch size / median latency",
+    "train_images_per_s": "images per second of full training steps (loss, backward, clipping, optimizer)",
+    "params_total": "number of parameters",
+    "mae": "mean absolute count error per image",
+    "mse": "the **root** of the mean squared count error (the crowd-counting convention), not the mean square",
+    "nae": "mean of absolute error / true count over images with people",
+    "f1_4": "F1 of one-to-one point matching within 4 px",
+    "f1_8": "F1 of one-to-one point matching within 8 px",
+}
+
+BENCH = {
+    "weights": "checkpoint loaded, empty for the seeded random initialization",
+    "batch_size": "images per timed forward pass",
+    "iters": "timed passes",
+    "warmup": "untimed passes (and untimed training steps) before them",
+    "status": "`ok`; `oom` (out of memory at this batch size: no timings); `train_oom` (inference measured, the "
+              "training step ran out of memory); `error` (see `note`)",
+    "note": "what went wrong, when `status` is not `ok`",
+    "params_trainable": "parameters with `requires_grad`",
+    "latency_ms_p90": "90th percentile of the same, ms (linear interpolation between passes)",
+    "achieved_gflops_per_s": "`gflops_per_image` x `images_per_s`",
+    "ceiling_gflops_per_s": "the matmul ceiling at this dtype, measured in the same run",
+    "ceiling_fraction": "`achieved_gflops_per_s` / `ceiling_gflops_per_s`",
+    "speedup_vs_fp32": "`images_per_s` / that of the reference row: the first fp32 row of the same model and batch "
+                       "size in the run (`--fp32-reference` makes it plain torch eager fp32 without channels_last)",
+    "train_images_per_s": "images per second of full training steps; measured once per model and setting, "
+                          "repeated on its other batch-size rows",
+    "train_batch_size": "images per training step (recipe batch size x crops per image)",
+    "train_crop": "training crop side in pixels (the recipe's)",
+    "peak_rss_mb": "CPU only: peak resident memory of the fresh process that built the model and ran the timed "
+                   "passes, MiB (empty with `--in-process`)",
+    "cuda_peak_reserved_mb": "CUDA only: `torch.cuda.max_memory_reserved` during the unit, MiB",
+    "mean_count": "mean predicted count over the batch of the last timed pass (the family's count at the recipe "
+                  "threshold)",
+    "count_rel_diff": "(`mean_count` - the reference's) / the reference's, reference as for `speedup_vs_fp32`; "
+                      "empty when the reference count is 0",
+    "data": "dataset whose test split gave the accuracy columns (with `--weights`)",
+}
+
+COMPARISON = {
+    "protocol": "`cells`, `synthetic` or `street`",
+    "budget": "the budget's name (`benchmarks/budgets.py`; `--budget cpu` writes `cpu-reduced`)",
+    "device": "torch device the run trained and was tested on",
+    "n_train": "training images (cells: N; others: the training split's size)",
+    "draw": "cells draw (also the training seed); street under its own budget: the draw of its validation photos; "
+            "0 otherwise",
+    "epochs": "epochs trained (the budget's crops / (n_train x crops_per_image))",
+    "images_seen": "training crops the optimizer stepped on: steps x batch size x crops per image",
+    "crop_size": "training crop side, px",
+    "crops_per_image": "crops taken from each training image per epoch",
+    "threads": "`torch.get_num_threads()` of the run",
+    "amp": "the autocast the run trained, validated and tested in: `bf16`, or `off` (float32, what `auto` gives "
+           "on a CPU without bf16 instructions)",
+    "train_seconds": "time in training steps, summed over epochs (validation excluded; right across resumes)",
+    "mae": "test MAE of the checkpoint chosen on validation, as `zoo eval` scores it",
+    "mse": "its test MSE: the **root** of the mean squared count error",
+    "nae": "its test NAE",
+    "f1_4": "its test F1 at 4 px",
+    "f1_8": "its test F1 at 8 px",
+    "test_views": "test-time views the `*_views` columns average (8: flips and quarter turns); empty: none",
+    "mae_views": "test MAE when each test image counts as the mean of its counts in `test_views` views",
+    "mse_views": "the same, MSE (root of the mean square)",
+    "nae_views": "the same, NAE",
+    "init_from": "the checkpoint fine-tuned (`zoo train --init-from`); empty: random weights",
+    "checkpoint": "the checkpoint tested",
+    "date": "when the row was written, UTC, ISO 8601",
+    "bench_status": "the harness's `status` for the model, measured right after its training (random weights: "
+                    "speed does not depend on them)",
+    "bench_resolution": "the harness's input `HEIGHTxWIDTH`",
+    "bench_dtype": "the harness's dtype: the one the suite trained in",
+}
+
+TILING = {
+    "megapixels": "the image's pixels / 10^6",
+    "mode": "`whole` (one forward pass, `--max-pixels 0`) or `tiled`",
+    "tile": "tiled: the tile side, px (the default is the one `--max-pixels` gives)",
+    "overlap": "tiled: the overlap, px (the default: the model's receptive context)",
+    "windows": "forward passes the image took",
+    "status": "`ok`; `skipped` (whole image estimated too large: see `estimated_peak_rss_mb`); `oom` (the process "
+              "was killed); `error` (see `note`)",
+    "note": "why a case was skipped or failed",
+    "seconds": "wall time of `predict_images` on the image (reading it included, building the model not)",
+    "peak_rss_mb": "peak resident memory of the case's fresh process, MiB",
+    "estimated_peak_rss_mb": "large whole-image cases: the peak the line through the smaller cases predicts, MiB",
+    "count": "the prediction's count",
+    "n_points": "the prediction's number of points",
+    "count_rel_diff_vs_whole": "tiled: (count - the whole-image row's) / the whole-image row's, when that ran",
+    "f1_vs_whole": "tiled: F1 of one-to-one matching of its points to the whole-image row's within 0.5 px",
+}
+
+PUBLISHED_SPEED = {
+    "model": "the zoo model compared (`p2pnet`; `csrnet`, the paper's VGG-16 without batch norm)",
+    "code": "`published` (the published network's forward pass) or `zoo` (the zoo's, batch norm folded)",
+    "rounds": "timed rounds (each runs every variant once, in an order rotated every round)",
+    "median_ms": "median over the rounds, ms per image",
+    "p10_ms": "10th percentile over the rounds, ms",
+    "p90_ms": "90th percentile over the rounds, ms",
+    "count": "the count of the last pass (both codes decode with the zoo's decoding)",
+    "speedup_vs_published_fp32": "median over rounds of (published fp32 time / this variant's time)",
+    "speedup_vs_published_same_setting": "the same against the published code under this row's dtype and layout "
+                                         "(torch eager rows only)",
+}
+
+INT8 = {
+    "weights": "the checkpoint checked",
+    "data": "the dataset whose test split was scored (and whose training images calibrated)",
+    "images": "test images scored",
+    "quantization": "the method (`zoo.deploy.quantize`)",
+    "calibration_images": "training images the activation ranges were observed on",
+    "count_fp32": "total count over the test images, fp32 on torch",
+    "count_int8": "the same, int8 on onnxruntime",
+    "total_rel_diff": "(`count_int8` - `count_fp32`) / `count_fp32`",
+    "mean_image_rel_diff": "mean over images of abs(int8 - fp32) / fp32",
+    "max_image_rel_diff": "largest abs(int8 - fp32) / fp32 of an image",
+    "mae_fp32": "test MAE in fp32",
+    "mae_int8": "test MAE in int8",
+    "accepted": "True when int8 stays within 1% of fp32 in total and on the mean image",
+}
+
+MUTATION = {
+    "date": "day of the run",
+    "commit": "the commit mutated",
+    "stage": "which state of the tests ran (a label)",
+    "module": "the module mutated",
+    "scope": "its functions mutated (`all functions`, or the ones named)",
+    "test_files": "the test files run against each mutant",
+    "mutants": "mutants made: `killed` + `timeout` + `survived` + `no_tests` + `not_checked`",
+    "killed": "a test failed",
+    "timeout": "the tests ran past mutmut's limit (mutmut's score counts them as caught)",
+    "survived": "every test passed: a change the suite does not notice",
+    "no_tests": "no selected test calls the function",
+    "not_checked": "not run",
+    "mutmut": "mutmut version",
+}
+
+#: a table of columns per group of CSVs, with the meanings particular to them
+COLUMN_MEANINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "bench-columns": (("bench.csv",), BENCH),
+    "comparison-columns": (COMPARISON_FILES, COMPARISON),
+    "tiling-columns": (("tiling.csv",), TILING),
+    "published-speed-columns": (("published_speed.csv",), PUBLISHED_SPEED),
+    "int8-columns": (("int8.csv",), INT8),
+    "mutation-columns": (("mutation.csv",), MUTATION),
+}
+
+
+def column_table(results: Results, files: tuple[str, ...], meanings: dict[str, str]) -> Table:
+    """Every column of `files` once, in the order of their headers; the ones missing from some file say so."""
+    table, done = Table(("column", "meaning"), kind="columns"), set()
+    for file in files:
+        for column in results.header(file):
+            if column in done:
+                continue
+            done.add(column)
+            meaning = meanings.get(column, SHARED_MEANINGS.get(column))
+            if meaning is None:
+                raise ZooError(f"results/{file}: column {column!r} has no meaning in benchmarks/documents.py "
+                               "(COLUMN_MEANINGS); say what it holds there")
+            absent = [f for f in files if column not in results.header(f)]
+            only = [f for f in files if f not in absent]
+            note = f" ({', '.join(only)} only)" if absent and len(files) > 1 else ""
+            table.add(Header(file, column), meaning + note)
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ documents
+
+TABLES: dict[str, Callable[[Results], Table]] = {
+    "headline": headline,
+    "comparison": comparison,
+    **{name: partial(row_table, file=file, spec=spec) for name, (file, spec) in ROW_TABLES.items()},
+    **{name: partial(column_table, files=files, meanings=meanings)
+       for name, (files, meanings) in COLUMN_MEANINGS.items()},
+}
+#: the generated blocks of each document (paths relative to the repository root), in the order they appear
+DOCUMENTS: dict[str, tuple[str, ...]] = {
+    "README.md": ("headline",),
+    "docs/results.md": ("comparison", "comparison-columns", "synthetic-cost", "bench", "bench-columns",
+                        "published-speed", "published-speed-columns", "tiling", "tiling-columns", "int8",
+                        "int8-columns", "mutation", "mutation-columns"),
+}
+
+
+def build_tables(results_folder: Path) -> dict[str, Table]:
+    """Every block's table, from the CSVs of `results_folder`; each CSV there must have a table of columns."""
+    results = Results(results_folder)
+    documented = {file for files, _ in COLUMN_MEANINGS.values() for file in files}
+    for file in results.files():
+        if file not in documented:
+            raise ZooError(f"{results.folder / file}: no table of columns documents it; add it to COLUMN_MEANINGS "
+                           "in benchmarks/documents.py")
+    return {name: make(results) for name, make in TABLES.items()}
+
+
+def read_blocks(text: str, where: str) -> dict[str, tuple[int, int]]:
+    """Name -> (start, end) of the text between each block's markers."""
+    blocks = {}
+    for match in START.finditer(text):
+        name, end = match[1], text.find(END, match.end())
+        if end < 0:
+            raise ZooError(f"{where}: the generated block {name!r} has no '{END}' line")
+        if START.search(text, match.end(), end):
+            raise ZooError(f"{where}: the generated block {name!r} holds another block's start")
+        if name in blocks:
+            raise ZooError(f"{where}: the generated block {name!r} appears twice")
+        blocks[name] = (match.end(), end)
+    return blocks
+
+
+def fill(text: str, tables: dict[str, Table], expected: tuple[str, ...], where: str) -> str:
+    """`text` with each of its generated blocks replaced by its table; the blocks must be those `expected`."""
+    blocks = read_blocks(text, where)
+    if tuple(blocks) != expected:
+        raise ZooError(f"{where}: its generated blocks are {', '.join(blocks) or 'none'}; benchmarks/documents.py "
+                       f"(DOCUMENTS) expects {', '.join(expected)}, in that order")
+    out, position = [], 0
+    for name, (start, end) in blocks.items():
+        out += [text[position:start], tables[name].render()]
+        position = end
+    return "".join(out) + text[position:]
+
+
+def generate(root: Path = ROOT) -> dict[Path, str]:
+    """The text every document should have now: its hand-written parts kept, its blocks from `root`/results."""
+    tables = build_tables(Path(root) / "results")
+    documents = {}
+    for name, expected in DOCUMENTS.items():
+        path = Path(root) / name
+        if not path.is_file():
+            raise ZooError(f"{path}: no such document (benchmarks/documents.py DOCUMENTS lists it)")
+        documents[path] = fill(path.read_text(), tables, expected, str(path))
+    return documents
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.documents", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=ROOT, help="repository root (its results/ and documents)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a document is out of date")
+    args = parser.parse_args(argv)
+    try:
+        documents = generate(args.root)
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stale = [path for path, text in documents.items() if path.read_text() != text]
+    for path in stale:
+        if args.check:
+            print(f"{path}: out of date; run python -m benchmarks.documents")
+        else:
+            atomic_write(path, lambda tmp, text=documents[path]: Path(tmp).write_text(text))
+            print(f"{path}: regenerated")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
