@@ -211,20 +211,21 @@ def test_fresh_worker_reports_its_own_peak_rss_which_grows_with_the_model():
 # ------------------------------------------------------------------------------------------------- CSV
 
 
-def documented_columns() -> list[str]:
-    text = (ROOT / "results" / "README.md").read_text().split("\n# Comparison results")[0]  # bench section only
-    return re.findall(r"^\| `([a-z0-9_]+)` \|", text, flags=re.MULTILINE)
+def committed_columns() -> list[str]:
+    """The header of the committed results/bench.csv, which docs/results.md documents column by column (generated
+    by benchmarks/documents.py, which refuses a column it has no meaning for)."""
+    return list(pd.read_csv(ROOT / "results" / "bench.csv", nrows=0).columns)
 
 
-def test_csv_columns_are_documented_and_a_second_run_appends(tmp_path):
-    assert documented_columns() == COLUMNS
+def test_the_committed_csv_has_the_schema_and_a_second_run_appends(tmp_path):
+    assert committed_columns() == COLUMNS
     first = run_bench(config(tmp_path, isolate=None, train_step=True))  # the default on CPU: a fresh worker
     path = tmp_path / "bench.csv"
     before = path.read_text()
     second = run_bench(config(tmp_path, dtypes=("fp32", "bf16"), batch_sizes=(1, 2)))
     assert path.read_text().startswith(before)
     table = pd.read_csv(path)
-    assert list(table.columns) == documented_columns()
+    assert list(table.columns) == COLUMNS
     assert len(table) == len(first) + len(second) == 5
     row = table.iloc[0]
     assert row["status"] == "ok" and row["model"] == TINY and row["resolution"] == "32x48"
