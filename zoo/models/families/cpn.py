@@ -48,8 +48,8 @@ REFINE_DEPTHS = (3, 2, 1, 0)  # bottlenecks per level in RefineNet, deepest leve
 WIDTH = 256  # pyramid channels
 GLOBAL_WEIGHT = 0.5  # the published loss halves each GlobalNet term
 # Initial gain of the BN that ends every heatmap head. Targets are mostly zero with a spread of about 0.1-0.2;
-# BN's default gain of 1 starts the heads at unit-variance noise that Adam shrinks by only ~lr per step. From
-# scratch on blobs (resnet18, 100 steps, lr 1e-3): F1@4 0.93 / MAE 0.89 with 0.1 against 0.78 / 1.75 with 1.
+# BN's default gain of 1 starts the heads at unit-variance noise that Adam shrinks by only ~lr per step, so the
+# first steps are spent silencing noise instead of finding heads. A gain near the targets' spread starts close.
 HEATMAP_GAIN_INIT = 0.1
 
 
@@ -61,12 +61,11 @@ def _opencv_sigma(kernel_size: int) -> float:
 #: Keypoint mode: the published kernels 15, 11, 9, 7 (GlobalNet C5..C2; RefineNet shares 7) at 256x192 input,
 #: i.e. on a 64x48 grid at stride 4, as sigmas in output cells: 2.6, 2.0, 1.7, 1.4.
 POSE_SIGMAS = tuple(_opencv_sigma(k) for k in (15, 11, 9, 7))
-#: Crowd mode: heads can be 2 cells apart. Whatever the sigma, 3x3 suppression on the stride-4 grid separates
-#: two max-merged peaks 6 / 8 / 10 px apart in 35 / 80 / 98% of placements; a smooth prediction blurs them
-#: more like a sum, which separates at 10 px with sigma 0.75, 12 px with 1.0, 16 px with 1.5. Trained on blobs,
-#: sigma 0.5 / 0.75 / 1.0 / 1.5 gave F1@4 0.94 / 0.93 / 0.91 / 0.89. 0.75 rather than 0.5 keeps the target of
-#: a head midway between cells at 0.64 (0.37 with 0.5), well above the decoding threshold.
-#: GlobalNet levels widen it by the published ratios 2.6 : 2.0 : 1.7 : 1.4. See benchmarks/cpn_ohkm_ablation.py.
+#: Crowd mode: heads can be 2 cells apart, so the target is narrow: a prediction blurs close heads together
+#: more like a sum than a maximum, and a wider Gaussian merges them into one peak sooner. It is not narrower
+#: because the target of a head midway between cells must still peak well above the decoding threshold: 0.64 at
+#: 0.75 cells, 0.37 at 0.5. GlobalNet levels widen it by the published ratios 2.6 : 2.0 : 1.7 : 1.4.
+#: benchmarks/cpn_ohkm_ablation.py measures the choices of this mode.
 CROWD_SIGMA = 0.75
 
 
@@ -468,5 +467,6 @@ def cpn(pretrained: bool | str | os.PathLike = False, **overrides) -> CPN:
 
 
 def cpn_r18(pretrained: bool | str | os.PathLike = False, **overrides) -> CPN:
-    """CPN on ResNet-18: the CPU-friendly variant (~1.6x faster steps; the stride-4 neck dominates at 128 px)."""
+    """CPN on ResNet-18: the CPU-friendly variant (a lighter trunk; the stride-4 neck it keeps limits the saving
+    at small crops)."""
     return CPN(pretrained=pretrained, **checked_options("cpn_r18", CPN, {"backbone": "resnet18", **overrides}))

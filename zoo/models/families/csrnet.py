@@ -17,7 +17,7 @@ from zoo.models.peaks import local_maxima
 from zoo.models.vgg import POOL_INDICES, VGGTrunk
 from zoo.models.weights.published import Converted, has_prefix, rename
 
-# Backend configurations of the paper (Table 3). The design notes' 2, 4, 8, 16 matches none of them.
+# Backend configurations of the paper (Table 3).
 DILATIONS = {"A": (1,) * 6, "B": (2,) * 6, "C": (2, 2, 2, 4, 4, 4), "D": (4,) * 6}
 BACKEND_CHANNELS = (512, 512, 512, 256, 128, 64)
 # VGG-16 up to conv4_3 sees 92 px around an 8 px output cell: it reaches (92 - 8) / 2 px beyond the cell.
@@ -27,16 +27,13 @@ FRONTEND_REACH = 42
 class CSRNet(CrowdModel):
     """`batch_norm=False` (registered as `csrnet`) is the paper's plain VGG-16 frontend (`features[0:23]`, loads
     `vgg16` weights) and the architecture of the published checkpoints; `batch_norm=True` (`csrnet_bn`) uses
-    `vgg16_bn` up to the same pool (`features[0:33]`) and BN in the backend too. Trained from scratch here, BN
-    counts as well and localizes far better (synthetic default, 20 epochs, test MAE / F1@8: BN 14.0 / 0.19,
-    plain 13.3 / 0.04; 48x48 blobs, 60 steps: held-out MAE 0.38 vs 0.49 of the predict-the-mean baseline), so
-    the zoo's runs use `csrnet_bn`.
+    `vgg16_bn` up to the same pool (`features[0:33]`) and BN in the backend too. Trained from scratch, as here,
+    BN counts about as well and localizes far better, so the zoo's runs use `csrnet_bn`.
 
     The network predicts `density_scale` x the density. Targets are heads per 8x8 cell, already 64x the
     per-pixel density whose tiny values stall the published code's SGD, so the default factor is 1: Adam
     normalizes gradient size, and a larger factor only makes the output grow further from its near-zero start
-    (48x48 blobs, 60 steps at lr 3e-4: held-out MAE 0.90 / 2.29 / 3.91 for factors 1 / 10 / 100, baseline 2.35;
-    synthetic default, 8 epochs at lr 1e-4: test MAE 50.7 at 1 vs 64.5 at 100, baseline 60.1). Raise it for SGD.
+    (larger factors trained worse wherever they were tried). Raise it for SGD.
     """
 
     stride = 8

@@ -70,7 +70,8 @@ def match_cost(points: Tensor, logits: Tensor, targets: list[Tensor], tau: float
     padded = points.new_zeros(len(targets), max((len(t) for t in targets), default=0), 2)
     for b, t in enumerate(targets):
         padded[b, : len(t)] = t
-    # The matrix-product form of cdist loses ~0.3 px to cancellation at coordinates of a few hundred pixels.
+    # The matrix-product form of cdist loses a fraction of a pixel to cancellation at coordinates of a few hundred
+    # pixels: enough to change which proposal a head is matched to.
     distance = torch.cdist(padded, points, compute_mode="donot_use_mm_for_euclid_dist")
     return tau * distance - torch.sigmoid(logits)[:, None, :]
 
@@ -111,10 +112,10 @@ class P2PNet(CrowdModel):
     in pixels^2 summed over matched pairs and divided by the number of true points (averaged over DDP ranks),
     i.e. the mean squared localization error per head; total = cls + loc_weight * loc.
 
-    loc_weight is in 1/pixels^2. The default 2e-3 makes the two terms comparable once training starts: on
-    64x64 blobs cls falls from 0.11 to 0.02-0.04 while loc sits at 5-20 px^2 (matched proposals within
-    2-4.5 px). At init loc is only ~2 px^2, because every proposal starts on its anchor and the matching is
-    then nearest-anchor. (The published code never applies its point loss, so its weight gives no guidance.)
+    loc_weight is in 1/pixels^2. The default 2e-3 makes the two terms comparable once training starts, when
+    the classification loss has fallen to a fraction of its start and matched proposals sit a few pixels from
+    their heads. At init loc is small, because every proposal starts on its anchor and the matching is then
+    nearest-anchor. (The published code never applies its point loss, so its weight gives no guidance.)
     """
 
     stride = 16  # C5 needs inputs that are multiples of 16
