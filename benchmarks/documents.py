@@ -499,8 +499,9 @@ def build_tables(results_folder: Path) -> dict[str, Table]:
     documented = {file for files, _ in COLUMN_MEANINGS.values() for file in files}
     for file in results.files():
         if file not in documented:
-            raise ZooError(f"{results.folder / file}: no table of columns documents it; add it to COLUMN_MEANINGS "
-                           "in benchmarks/documents.py")
+            raise ZooError(f"{results.folder / file}: no table of columns documents it; in benchmarks/documents.py "
+                           "give its columns' meanings a COLUMN_MEANINGS entry NAME, add NAME to DOCUMENTS and a "
+                           "<!-- generated: NAME --> block to docs/results.md")
     return {name: make(results) for name, make in TABLES.items()}
 
 
