@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -132,3 +133,32 @@ def test_a_cache_file_locked_by_another_process_is_still_read(monkeypatch):
     finally:
         os.close(fd)
     assert not calls
+
+
+@pytest.mark.parametrize("name", ["SHA-train", "Xcrowd.v2", "JHU_crowd_X"])
+def test_a_dataset_name_of_safe_characters_is_kept_whole_in_its_file_name(name):
+    path = D.SigmaCache(name, D.DensityParams()).path
+    assert re.fullmatch(re.escape(name) + r"-[0-9a-f]+\.h5", path.name)
+
+
+def test_an_image_shape_given_as_valid_size_is_refused_not_read_as_height_and_width():
+    encoder = D.DensityEncoder(D.DensityParams(sigma_mode="fixed"), stride=8)
+    with pytest.raises(ValueError):
+        encoder(np.array([[10.0, 10.0]]), (32, 48), {"valid_size": (24, 40, 3)})
+
+
+def test_a_cache_file_whose_arrays_disagree_never_yields_wrong_widths():
+    import h5py
+
+    source = np.random.default_rng(18).uniform(0, 64, (10, 2))
+    cache = D.SigmaCache("disagreeing", D.DensityParams())
+    cache.path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(cache.path, "w") as f:  # two keys but one entry's offsets, and widths that are not the real ones
+        f["keys"] = np.array([D._points_digest(source).encode(), b"0" * 40], dtype="S40")
+        f["offsets"] = np.array([0, 5])
+        f["sigmas"] = np.full(5, 99.0, np.float32)
+    try:
+        got = cache.sigmas(source)
+    except ValueError:
+        return
+    np.testing.assert_allclose(got, np.maximum(0.3 * mean_neighbour_distance(source, 3), D.MIN_SIGMA), rtol=1e-6)
