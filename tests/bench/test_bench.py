@@ -27,7 +27,7 @@ from zoo.data.synthetic import generate
 from zoo.models import registry
 from zoo.models.base import CrowdModel
 from zoo.models.registry import Recipe, register_model
-from zoo.models.weights.checkpoint import save_checkpoint
+from zoo.models.weights.checkpoint import Checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY, BIG = "bench_test_tiny", "bench_test_big"
@@ -291,7 +291,7 @@ def test_weights_give_accuracy_columns_and_the_figure(tmp_path):
     data = generate(tmp_path / "data", splits={"train": 1, "test": 3}, size=(64, 64))
     torch.manual_seed(1)
     checkpoint = tmp_path / "tiny.pt"
-    save_checkpoint(checkpoint, {"model": TinyCounter().state_dict(), "model_name": TINY, "model_kwargs": {}})
+    Checkpoint(TINY, TinyCounter().state_dict()).save(checkpoint, for_inference=True)
     (row,) = run_bench(config(tmp_path, weights={TINY: str(checkpoint)}, data=str(data)))
     assert row["weights"] == str(checkpoint) and row["data"] == str(data)
     assert 0 <= row["mae"] <= row["mse"]  # MSE is the root of the mean squared error: never below the MAE
@@ -303,8 +303,7 @@ def test_weights_are_decoded_at_the_threshold_the_checkpoint_records_as_zoo_eval
     from zoo.inference.predict import load_inference
 
     checkpoint = tmp_path / "tiny.pt"
-    save_checkpoint(checkpoint, {"model": TinyCounter().state_dict(), "model_name": TINY, "model_kwargs": {},
-                                 "config": {"recipe": {"threshold": 0.77}}})
+    Checkpoint(TINY, TinyCounter().state_dict(), recipe={"threshold": 0.77}).save(checkpoint, for_inference=True)
     unit = Unit(model=TINY, dtype="fp32", channels_last=False, compile=False, batch_size=1, resolution=(32, 32),
                 device="cpu", iters=1, warmup=0, train_iters=1, train_step=False, weights=str(checkpoint))
     _, threshold = measure.build(unit)

@@ -27,7 +27,7 @@ from zoo.core.errors import ZooError
 from zoo.data.dataset import resolve_splits
 from zoo.data.readers import read_records
 from zoo.models.registry import Recipe, get_recipe
-from zoo.models.weights.checkpoint import load_checkpoint
+from zoo.models.weights.checkpoint import Checkpoint
 from zoo.training.trainer import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the benchmarks/ scripts live beside zoo/
@@ -132,9 +132,9 @@ def test_a_budgets_validation_choices_reach_the_trainer_and_the_report(setup):
                     model_kwargs={"tiny_density": {"width": 4}}, test_views={"cells": 8})
     protocols.PROTOCOLS["cells"](chosen, setup)
     run = protocols.Job("cells", "tiny_density", "", 4, 0, chosen.cells_crops).out(chosen, setup)
-    record = load_checkpoint(run / "last.pt")["config"]
-    assert record["recipe"]["rotate"] and record["recipe"]["lr"] == 0.05 and record["recipe"]["test_views"] == 8
-    assert record["train"]["model_kwargs"] == {"width": 4} and record["train"]["channels_last"]
+    record = Checkpoint.load(run / "last.pt")
+    assert record.recipe["rotate"] and record.recipe["lr"] == 0.05 and record.recipe["test_views"] == 8
+    assert record.model_kwargs == {"width": 4} and record.training["channels_last"]
     # The row's 8-view MAE is the one the run's test wrote, and a second score: not the single view's.
     row = pd.read_csv(rows.csv_path(setup.results, "cells")).iloc[0]
     tested = json.loads((run / "test_metrics.json").read_text())
@@ -152,11 +152,11 @@ def test_a_lost_row_is_rebuilt_from_its_finished_run_without_training_again(setu
     path = rows.csv_path(setup.results, "cells")
     before = pd.read_csv(path)
     run = protocols.Job("cells", "tiny_density", "", 4, 1, TINY.cells_crops).out(TINY, setup)
-    weights = load_checkpoint(run / "last.pt")["model"]
+    weights = Checkpoint.load(run / "last.pt").weights
     path.unlink()  # as if the suite died between the end of training and the CSV write
     protocols.PROTOCOLS["cells"](TINY, setup)
     after = pd.read_csv(path)
-    assert all(torch.equal(weights[k], load_checkpoint(run / "last.pt")["model"][k]) for k in weights)
+    assert all(torch.equal(weights[k], Checkpoint.load(run / "last.pt").weights[k]) for k in weights)
     columns = ["model", "n_train", "draw", "epochs", "images_seen", "mae", "mse", "f1_4", "f1_8"]
     pd.testing.assert_frame_equal(before[columns], after[columns])
 
@@ -174,7 +174,7 @@ def test_street_fine_tunes_the_synthetic_checkpoint_and_synthetic_rows_carry_spe
     assert synthetic["bench_status"] == "ok" and synthetic["images_per_s"] > 0
     assert synthetic["bench_resolution"] == "32x32" and synthetic["params_total"] > 0
     assert street["init_from"] == synthetic["checkpoint"] and street["n_train"] == 4  # one of 5 validates
-    assert load_checkpoint(street["checkpoint"])["config"]["train"]["init_from"] == synthetic["checkpoint"]
+    assert Checkpoint.load(street["checkpoint"]).training["init_from"] == synthetic["checkpoint"]
 
 
 def test_a_street_budget_from_random_weights_trains_each_draw_and_reports_their_spread(setup, tmp_path):
@@ -185,7 +185,7 @@ def test_a_street_budget_from_random_weights_trains_each_draw_and_reports_their_
     protocols.PROTOCOLS["street"](budget, setup)  # no synthetic rows needed
     street = pd.read_csv(rows.csv_path(setup.results, "street"))
     assert list(street["draw"]) == [0, 1] and street["init_from"].isna().all()
-    seeds = [load_checkpoint(c)["config"]["train"]["seed"] for c in street["checkpoint"]]
+    seeds = [Checkpoint.load(c).training["seed"] for c in street["checkpoint"]]
     assert seeds == [0, 1]
     markdown = report.write_report(setup.results, {"tiny-street": budget}).read_text()
     (ours,) = table_after(markdown, "3. Real street crowds")
@@ -197,12 +197,12 @@ def test_a_street_budget_from_random_weights_trains_each_draw_and_reports_their_
 def test_init_from_starts_a_new_run_from_the_checkpoints_weights(tmp_path):
     data = write_shanghaitech(tmp_path / "data", {"train": 4, "val": 2, "test": 2}, seed=4)
     train(TrainConfig("tiny_density", data=str(data), out=str(tmp_path / "a"), amp="off", recipe={"epochs": 2}))
-    start = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    start = Checkpoint.load(tmp_path / "a" / "last.pt").weights
     frozen = {"epochs": 1, "lr": 0.0, "backbone_lr": 0.0}  # no update: the run ends with the weights it began with
     for init, out in ((str(tmp_path / "a" / "last.pt"), "b"), (None, "c")):
         train(TrainConfig("tiny_density", data=str(data), out=str(tmp_path / out), amp="off", seed=7,
                           init_from=init, recipe=frozen))
-    tuned, fresh = (load_checkpoint(tmp_path / out / "last.pt")["model"] for out in ("b", "c"))
+    tuned, fresh = (Checkpoint.load(tmp_path / out / "last.pt").weights for out in ("b", "c"))
     assert all(torch.equal(start[k], tuned[k]) for k in start)
     assert not all(torch.equal(start[k], fresh[k]) for k in start)
 

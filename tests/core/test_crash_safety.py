@@ -15,7 +15,7 @@ import torch
 
 from zoo.core.errors import ZooError
 from zoo.core.files import atomic_write
-from zoo.models.weights.checkpoint import load_checkpoint, save_checkpoint
+from zoo.models.weights.checkpoint import Checkpoint
 
 
 class WriterFailed(RuntimeError):
@@ -33,25 +33,25 @@ def half_then_fail(payload: bytes, error: type[BaseException] = WriterFailed):
     return write
 
 
-def state(value: float) -> dict:
-    return {"model": {"weight": torch.full((64, 64), value)}, "epoch": int(value)}
+def state(value: float) -> Checkpoint:
+    return Checkpoint(model_name="any", weights={"weight": torch.full((64, 64), value)}, epoch=int(value))
 
 
 def checkpoint_bytes(value: float) -> bytes:
     buffer = io.BytesIO()
-    torch.save(state(value), buffer)
+    torch.save(state(value).to_dict(for_inference=False), buffer)
     return buffer.getvalue()
 
 
 @pytest.mark.parametrize("error", [WriterFailed, KeyboardInterrupt])
 def test_a_writer_failing_half_way_keeps_the_previous_file(tmp_path, error):
     path = tmp_path / "run" / "last.pt"
-    save_checkpoint(path, state(1.0))
+    state(1.0).save(path, for_inference=False)
     before = path.read_bytes()
     with pytest.raises(error):
         atomic_write(path, half_then_fail(checkpoint_bytes(2.0), error))
     assert path.read_bytes() == before
-    assert torch.equal(load_checkpoint(path)["model"]["weight"], torch.full((64, 64), 1.0))
+    assert torch.equal(Checkpoint.load(path).weights["weight"], torch.full((64, 64), 1.0))
     assert os.listdir(path.parent) == ["last.pt"]  # no temporary file left behind
 
 
@@ -61,10 +61,10 @@ def test_a_new_file_whose_writer_fails_is_not_created(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_save_checkpoint_goes_through_an_atomic_write(tmp_path, monkeypatch):
+def test_saving_a_checkpoint_goes_through_an_atomic_write(tmp_path, monkeypatch):
     """torch.save itself failing half-way (as on a full disk) must not cost the previous checkpoint."""
     path = tmp_path / "best.pt"
-    save_checkpoint(path, state(1.0))
+    state(1.0).save(path, for_inference=False)
     payload = checkpoint_bytes(2.0)
 
     def torch_save_half(obj, f, *args, **kwargs):
@@ -72,9 +72,9 @@ def test_save_checkpoint_goes_through_an_atomic_write(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", torch_save_half)
     with pytest.raises(WriterFailed):
-        save_checkpoint(path, state(2.0))
+        state(2.0).save(path, for_inference=False)
     monkeypatch.undo()
-    assert load_checkpoint(path)["epoch"] == 1
+    assert Checkpoint.load(path).epoch == 1
     assert os.listdir(tmp_path) == ["best.pt"]
 
 
@@ -84,7 +84,7 @@ def test_a_truncated_checkpoint_is_a_zoo_error_naming_the_file(tmp_path):
     payload = checkpoint_bytes(1.0)
     path.write_bytes(payload[: len(payload) // 2])
     with pytest.raises(ZooError, match=str(path)):
-        load_checkpoint(path)
+        Checkpoint.load(path)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
@@ -94,7 +94,7 @@ def test_written_files_get_the_mode_of_any_new_file(tmp_path, umask):
         plain = tmp_path / "plain.txt"
         plain.write_text("x")
         atomic_write(tmp_path / "atomic.txt", lambda tmp: Path(tmp).write_text("x"))
-        save_checkpoint(tmp_path / "model.pt", state(0.0))
+        state(0.0).save(tmp_path / "model.pt", for_inference=True)
     finally:
         os.umask(previous)
     expected = plain.stat().st_mode & 0o777

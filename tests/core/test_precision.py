@@ -15,7 +15,7 @@ from support import (
 )
 
 from zoo.core.precision import resolve_amp, slow_amp_note
-from zoo.models.weights.checkpoint import load_checkpoint
+from zoo.models.weights.checkpoint import Checkpoint
 from zoo.training.trainer import TrainConfig, train
 
 
@@ -58,7 +58,7 @@ def test_training_in_bf16_on_a_cpu_without_it_only_when_asked_and_then_with_a_wa
                       **({"amp": amp} if amp else {})),
           console=Console(file=out, width=200))
     assert out.getvalue().count("no bf16 instructions") == warnings
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["train"]["amp"] == trained_in
+    assert Checkpoint.load(tmp_path / "run" / "last.pt").training["amp"] == trained_in
 
 
 def test_auto_is_the_only_setting_resolved(monkeypatch):

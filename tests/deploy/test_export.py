@@ -30,7 +30,7 @@ from zoo.models import registry
 from zoo.models.base import CrowdModel
 from zoo.models.factory import create_model
 from zoo.models.registry import Recipe, get_entry, get_recipe, list_models, register_model
-from zoo.models.weights.checkpoint import save_checkpoint
+from zoo.models.weights.checkpoint import Checkpoint
 
 # The zoo's own models, not the test-only ones other test modules may have registered by collection time.
 ZOO_MODELS = [name for name in list_models() if get_entry(name).module.startswith("zoo.")]
@@ -129,8 +129,7 @@ THRESHOLD = ["--threshold", "0"]  # its random weights put few cells above the r
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("checkpoint") / "tiny.pt"
-    save_checkpoint(path, {"model": create_model(CLI_MODEL).state_dict(), "model_name": CLI_MODEL,
-                           "model_kwargs": {}})
+    Checkpoint(CLI_MODEL, create_model(CLI_MODEL).state_dict()).save(path, for_inference=True)
     return path
 
 
@@ -252,7 +251,7 @@ def one_line_error(capsys) -> str:
                                           ("export_test_counts_only", "count is a float")])
 def test_a_model_that_cannot_be_exported_says_why_in_one_line(test_family, name, reason, tmp_path, capsys):
     weights = tmp_path / "model.pt"
-    save_checkpoint(weights, {"model": test_family[name]().state_dict(), "model_name": name, "model_kwargs": {}})
+    Checkpoint(name, test_family[name]().state_dict()).save(weights, for_inference=True)
     out = tmp_path / "model.onnx"
     assert main(["export", "--weights", str(weights), "--out", str(out)]) == 2
     message = one_line_error(capsys)
@@ -291,8 +290,9 @@ def test_bad_checkpoints_and_files_are_refused_in_one_line(checkpoint, images, t
 
 def test_a_file_exported_from_other_weights_is_refused(checkpoint, images, tmp_path, capsys):
     other = tmp_path / "other.pt"
-    state = torch.load(checkpoint, weights_only=True)
-    save_checkpoint(other, {**state, "provenance": {"note": "same network, another file"}})
+    state = Checkpoint.load(checkpoint)
+    state.provenance = {"note": "same network, another file"}
+    state.save(other, for_inference=True)
     path = tmp_path / "other.onnx"
     assert main(["export", "--weights", str(other), "--out", str(path)]) == 0
     capsys.readouterr()

@@ -18,7 +18,7 @@ from zoo.deploy.fold import prepare_for_inference
 from zoo.deploy.quantize import calibration_batches, edge_convolutions, quantize_onnx
 from zoo.deploy.runtime import OnnxRunner
 from zoo.models.factory import create_model
-from zoo.models.weights.checkpoint import save_checkpoint
+from zoo.models.weights.checkpoint import Checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,7 @@ def test_int8_density_is_close_to_float32(tmp_path, crowds):
 def test_cli_exports_int8_and_predicts_with_it(tmp_path, crowds, capsys):
     torch.manual_seed(0)
     checkpoint = tmp_path / "tiny.pt"
-    save_checkpoint(checkpoint, {"model": create_model("tiny_density").state_dict(), "model_name": "tiny_density",
-                                 "model_kwargs": {}})
+    Checkpoint("tiny_density", create_model("tiny_density").state_dict()).save(checkpoint, for_inference=True)
     out = tmp_path / "tiny.int8.onnx"
     assert main(["export", "--weights", str(checkpoint), "--out", str(out), "--int8", "--calibration", str(crowds),
                  "--calibration-images", "2"]) == 0

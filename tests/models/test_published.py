@@ -15,8 +15,7 @@ from support.published_layouts import csrnet_state, p2pnet_state, published_csrn
 
 import zoo
 from zoo.cli import main
-from zoo.core.files import read_torch as read_file
-from zoo.models.weights.checkpoint import model_from_checkpoint, save_checkpoint
+from zoo.models.weights.checkpoint import Checkpoint, model_from_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +101,11 @@ def test_convert_writes_a_zoo_checkpoint_with_provenance(tmp_path, images):
 
     torch.save({"model": p2pnet_state()}, tmp_path / "SHTechA.pth")
     assert main(["convert", str(tmp_path / "SHTechA.pth"), "--model", "p2pnet", "--out", str(tmp_path / "p.pt")]) == 0
-    saved = read_file(tmp_path / "p.pt")
-    assert saved["model_name"] == "p2pnet" and saved["model_kwargs"]["anchor_grid"] == (2, 2)
-    assert saved["provenance"]["source"] == "SHTechA.pth"
-    assert saved["provenance"]["sha256"] == hashlib.sha256((tmp_path / "SHTechA.pth").read_bytes()).hexdigest()
-    assert "official P2PNet" in saved["provenance"]["layout"]
+    saved = Checkpoint.load(tmp_path / "p.pt")
+    assert saved.model_name == "p2pnet" and saved.model_kwargs["anchor_grid"] == (2, 2)
+    assert saved.source["file"] == "SHTechA.pth"
+    assert saved.source["sha256"] == hashlib.sha256((tmp_path / "SHTechA.pth").read_bytes()).hexdigest()
+    assert "official P2PNet" in saved.source["layout"]
     direct = zoo.create_model("p2pnet", checkpoint_path=tmp_path / "SHTechA.pth")
     converted = zoo.create_model("p2pnet", checkpoint_path=tmp_path / "p.pt")
     with torch.no_grad():
@@ -154,17 +153,17 @@ def test_pickled_objects_need_the_trust_flag(tmp_path, capsys):
     argv = ["convert", str(tmp_path / "pickled.pth"), "--model", "csrnet", "--out", str(tmp_path / "c.pt")]
     assert "--trust-pickle" in error_of(capsys, *argv)
     assert main([*argv, "--trust-pickle"]) == 0
-    assert json.dumps(read_file(tmp_path / "c.pt")["provenance"]["packing"]) == json.dumps("{'state_dict': ...}")
+    assert json.dumps(Checkpoint.load(tmp_path / "c.pt").source["packing"]) == json.dumps("{'state_dict': ...}")
 
 
 def test_plain_csrnet_is_the_paper_and_older_bn_checkpoints_named_csrnet_still_load(tmp_path):
     assert not zoo.create_model("csrnet").backbone.batch_norm and zoo.create_model("csrnet_bn").backbone.batch_norm
     state = zoo.create_model("csrnet_bn").state_dict()
-    save_checkpoint(tmp_path / "old.pt", {"model": state, "model_name": "csrnet", "model_kwargs": {}})
+    torch.save({"model": state, "model_name": "csrnet", "model_kwargs": {}}, tmp_path / "old.pt")  # untyped layout
     model, checkpoint = model_from_checkpoint(tmp_path / "old.pt")
-    assert model.backbone.batch_norm and any("batch_norm=True" in note for note in checkpoint["notes"])
+    assert model.backbone.batch_norm and any("batch_norm=True" in note for note in checkpoint.notes)
     torch.testing.assert_close(model.state_dict()["backend.1.running_var"], state["backend.1.running_var"])
-    assert model_from_checkpoint(tmp_path / "old.pt", "csrnet_bn")[1]["notes"] == []
+    assert model_from_checkpoint(tmp_path / "old.pt", "csrnet_bn")[1].notes == []
 
 
 def test_converted_weights_run_zoo_eval_and_zoo_predict_on_the_street_set(tmp_path, capsys):

@@ -36,8 +36,7 @@ from zoo.inference.evaluate import evaluate
 from zoo.inference.tiling import Tiling, predict_tiled
 from zoo.metrics.counting import Evaluator
 from zoo.models.base import CrowdModel
-from zoo.models.registry import get_recipe
-from zoo.models.weights.checkpoint import model_from_checkpoint
+from zoo.models.weights.checkpoint import Checkpoint, model_from_checkpoint
 
 MAP_OPACITY = 0.6  # blend weight of the colour map where the dense map peaks; it fades out where the map is 0
 POINT_COLOUR = (255, 0, 255)  # magenta: a hue the turbo colour map never uses
@@ -49,7 +48,7 @@ class Inference:
     """A model rebuilt from a checkpoint and the settings it is run with."""
 
     model: CrowdModel
-    state: dict  # the checkpoint (its `config` records the training run)
+    checkpoint: Checkpoint  # what the weights file records (its `training` the run's settings)
     device: torch.device
     threshold: float
     amp: str
@@ -72,14 +71,12 @@ def load_inference(weights: str | Path, name: str | None = None, *, device: str 
     the threshold chosen on validation (else the recipe's, else the registry recipe's), its mixed precision and
     its memory format."""
     target = resolve_device(device)
-    model, state = model_from_checkpoint(Path(weights), name, device=str(target), trust_pickle=trust_pickle)
+    model, checkpoint = model_from_checkpoint(Path(weights), name, device=str(target), trust_pickle=trust_pickle)
     if fold_bn:
         model = prepare_for_inference(model)
-    config = state.get("config", {})
-    recorded = config.get("train", {})
+    recorded = checkpoint.training
     if threshold is None:
-        threshold = state.get("threshold", config.get("recipe", {}).get("threshold",
-                                                                      get_recipe(model.registry_name).threshold))
+        threshold = checkpoint.decision_threshold()
     if amp is None:
         # fp16 autocast exists for CUDA training only (with a scaler); on a CPU run the weights as trained.
         amp = recorded.get("amp", "off")
@@ -88,17 +85,17 @@ def load_inference(weights: str | Path, name: str | None = None, *, device: str 
     channels_last = bool(recorded.get("channels_last", False))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return Inference(model, state, target, float(threshold), amp, channels_last)
+    return Inference(model, checkpoint, target, float(threshold), amp, channels_last)
 
 
 SYNTHETIC_ONLY_NOTE = ("this model was trained only on the synthetic crowds: counts on real photos are not "
                        "meaningful; see README 'Using it on real photos'")
 
 
-def synthetic_only_note(state: dict, inputs: list[str | Path]) -> str | None:
+def synthetic_only_note(checkpoint: Checkpoint, inputs: list[str | Path]) -> str | None:
     """The note to print when a checkpoint that learned from the embedded synthetic default alone (the
     recorded `--data`, no `--init-from` weights of another run) is run on anything outside that dataset."""
-    recorded = state.get("config", {}).get("train", {})
+    recorded = checkpoint.training
     if recorded.get("data") != "synthetic" or recorded.get("init_from"):
         return None
     synthetic = (data_dir() / "synthetic").resolve()
@@ -112,7 +109,7 @@ def evaluate_checkpoint(run: Inference, data: str | None = None, fmt: str | None
     share the training run recorded, so it is the very split the trainer tested on. With `data`, an unsplit list
     is scored whole as the split the user names; a dataset with named splits must have that split. `views`:
     count metrics score each image's mean count over that many test-time views (zoo.inference.evaluate.VIEWS)."""
-    recorded = run.state.get("config", {}).get("train", {})
+    recorded = run.checkpoint.training
     explicit = data is not None
     if not explicit:
         data, fmt = recorded.get("data", "synthetic"), fmt or recorded.get("format", "auto")

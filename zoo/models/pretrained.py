@@ -29,8 +29,10 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated or not a tensor file
         raise ZooError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a zoo checkpoint or a published training checkpoint
+    if isinstance(state, dict) and "format" in state and isinstance(state.get("weights"), dict):
+        state = state["weights"]  # a zoo checkpoint (zoo.models.weights.checkpoint)
+    elif isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # an untyped zoo checkpoint or a published training checkpoint
     if not isinstance(state, dict):
         raise ZooError(f"{path}: not a state dict")
     return state

@@ -150,7 +150,7 @@ class Checkpoint:
         if name is None:
             raise ZooError(f"{path}: not a zoo checkpoint, so it does not record its model; name the model "
                            "(e.g. zoo eval p2pnet --weights FILE)")
-        return cls.from_dict(_v0_to_v1(convert(raw, name, Path(path), options)), path)
+        return cls.from_dict(convert(raw, name, Path(path), options), path)
 
     @classmethod
     def from_dict(cls, payload: dict, source: Path | str = "checkpoint") -> Checkpoint:
@@ -212,8 +212,9 @@ _V0_DROPPED = ("model", "model_kwargs", "resume", "overwrite")
 
 
 def _v0_to_v1(raw: dict) -> dict:
-    """A version-1 payload from a version-0 dict: a run's best.pt / last.pt, or a `zoo convert` / converted
-    published file ({model, model_name, model_kwargs, provenance with the source})."""
+    """A version-1 payload from a version-0 dict: a run's best.pt / last.pt, or a file `zoo convert` wrote
+    ({model, model_name, model_kwargs, provenance naming the source file, with its sha256, layout, packing and
+    preprocessing where it was a published checkpoint})."""
     config = raw.get("config") or {}
     train = dict(config.get("train") or {})
     provenance = dict(raw.get("provenance") or {})
@@ -253,53 +254,21 @@ def _v0_selection(raw: dict, kwargs: dict, history: list[dict]) -> dict:
     return {"metric": metric, "best": float(best), "epoch": row.get("epoch") if row else None}
 
 
-# ---- the untyped dicts' functions, which the trainer uses until it writes Checkpoint ------------------------
+# ---- loading into a model ------------------------------------------------------------------------------------
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-# What evaluation, prediction and fine-tuning read: the weights, the model they fit, the recorded training
-# settings (mixed precision, memory format, data, seed), the decision threshold and count scale chosen on
-# validation and where they came from.
-INFERENCE_KEYS = ("model", "model_name", "model_kwargs", "config", "epoch", "step", "history", "best_val_mae",
-                  "threshold", "count_scale", "provenance")
-
-
-def inference_state(state: dict) -> dict:
-    """`state` without what only resuming needs (the optimizer's moments, the gradient scaler, the RNG): for an
-    Adam-trained model the file shrinks to about a third."""
-    return {key: state[key] for key in INFERENCE_KEYS if key in state}
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint written by the zoo (for resuming: with optimizer and history)."""
-    state = read_torch(path)
-    if not isinstance(state, dict) or "model" not in state:
-        raise ZooError(f"{path}: not a crowd-zoo checkpoint (no 'model' entry)")
-    return state
-
-
-def resolve_checkpoint(path: Path | str, name: str | None = None, options: dict | None = None,
-                       trust_pickle: bool = False) -> dict:
-    """Any accepted weights file as a zoo checkpoint dict: a zoo checkpoint as it is, a published checkpoint
-    (or a bare state dict) converted for model `name` (see zoo.models.weights.convert)."""
-    raw = read_torch(path, trust_pickle)
-    if isinstance(raw, dict) and "model_name" in raw and isinstance(raw.get("model"), dict):
-        return raw
-    if name is None:
-        raise ZooError(f"{path}: not a zoo checkpoint, so it does not record its model; name the model "
-                       "(e.g. zoo eval p2pnet --weights FILE)")
-    return convert(raw, name, Path(path), options)
-
-
-def load_model_state(model: torch.nn.Module, state: dict, source: Path | str) -> None:
-    """Load weights, naming the first mismatch (another model's checkpoint, or other shapes) in the error."""
+def load_model_state(model: torch.nn.Module, weights: Checkpoint | dict, source: Path | str, *,
+                     model_name: str | None = None) -> None:
+    """Load `weights` (a Checkpoint's, or a state dict of the model `model_name`) into `model`, naming the first
+    mismatch (another family's checkpoint, or other shapes) in the error. (An untyped checkpoint dict, with the
+    state dict under "model", is still accepted for the trainer until it passes a Checkpoint.)"""
+    if isinstance(weights, Checkpoint):
+        model_name, weights = weights.model_name, weights.weights
+    elif isinstance(weights.get("model"), dict):
+        model_name, weights = weights.get("model_name"), weights["model"]
     own = model.state_dict()
-    weights = state["model"]
-    recorded, built = state.get("model_name"), getattr(model, "registry_name", None)
-    if recorded and built and recorded != built and get_entry(recorded).family != get_entry(built).family:
-        raise ZooError(f"{source}: checkpoint is for model {recorded!r}, not {built!r}")
+    built = getattr(model, "registry_name", None)
+    if model_name and built and model_name != built and get_entry(model_name).family != get_entry(built).family:
+        raise ZooError(f"{source}: checkpoint is for model {model_name!r}, not {built!r}")
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     if missing or unexpected:
@@ -315,26 +284,57 @@ def load_model_state(model: torch.nn.Module, state: dict, source: Path | str) ->
 
 def model_from_checkpoint(path: Path | str, name: str | None = None, device: str = "cpu",
                           options: dict | None = None, trust_pickle: bool = False):
-    """The model a weights file holds, ready on `device` in eval mode, and the checkpoint dict.
+    """The model a weights file holds, ready on `device` in eval mode, and its Checkpoint.
 
     A zoo checkpoint rebuilds the registered model it records (or `name`, a model of the same family) with its
     recorded options; a published one is converted. `options` add constructor options; those the weights imply
-    (the family's `implied_options`, e.g. batch norm) win over recorded ones and are noted in state["notes"].
-    The count scale fitted on validation, if the checkpoint records one, is set on the model.
+    (the family's `implied_options`, e.g. batch norm) win over recorded ones and are told in the checkpoint's
+    `notes`. The count scale fitted on validation is set on the model.
     """
-    state = resolve_checkpoint(path, name, options, trust_pickle)
-    recorded = state.get("model_name")
+    checkpoint = Checkpoint.load(path, name, options, trust_pickle)
+    recorded = checkpoint.model_name
     name = name or recorded
-    if recorded is not None and get_entry(recorded).family != get_entry(name).family:
+    if get_entry(recorded).family != get_entry(name).family:
         raise ZooError(f"{path}: checkpoint is for model {recorded!r} ({get_entry(recorded).family} family), "
                        f"not {name!r} ({get_entry(name).family} family)")
     hook = getattr(family_module(name), "implied_options", None)
-    implied = hook(state["model"], name) if hook else {}
-    record = state.get("model_kwargs", {})
-    notes = [f"{path}: its weights imply {k}={v!r}, which {name} does not have by default; built with it"
-             for k, v in implied.items() if record.get(k) != v]
+    implied = hook(checkpoint.weights, name) if hook else {}
+    record = checkpoint.model_kwargs
+    checkpoint.notes += [f"{path}: its weights imply {k}={v!r}, which {name} does not have by default; built "
+                         "with it" for k, v in implied.items() if record.get(k) != v]
     kwargs = {**record, **merge_options(options or {}, implied, path)}
     model = build_model(name, **kwargs)
-    load_model_state(model, state, path)
-    model.count_scale = float(state.get("count_scale", 1.0))
-    return model.to(device).eval(), {**state, "notes": state.get("notes", []) + notes}
+    load_model_state(model, checkpoint, path)
+    model.count_scale = float(checkpoint.count_scale)
+    return model.to(device).eval(), checkpoint
+
+
+# ---- the untyped dicts' functions: the trainer writes and resumes through these until it uses Checkpoint --------
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write an untyped (version 0) checkpoint dict; `Checkpoint.load` migrates it."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+# What best.pt keeps of an untyped last.pt dict.
+INFERENCE_KEYS = ("model", "model_name", "model_kwargs", "config", "epoch", "step", "history", "best_val_mae",
+                  "threshold", "count_scale", "provenance")
+
+
+def inference_state(state: dict) -> dict:
+    """An untyped last.pt dict without what only resuming needs (optimizer, scaler, RNG)."""
+    return {key: state[key] for key in INFERENCE_KEYS if key in state}
+
+
+def load_checkpoint(path: Path) -> dict:
+    """An untyped (version 0) checkpoint dict as written, for resuming with the trainer's dicts."""
+    state = read_torch(path)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ZooError(f"{path}: not a crowd-zoo checkpoint (no 'model' entry)")
+    return state
+
+
+def resolve_checkpoint(path: Path | str, name: str | None = None, options: dict | None = None,
+                       trust_pickle: bool = False) -> Checkpoint:
+    """`Checkpoint.load` under its former name (the trainer's --init-from passes it to `load_model_state`)."""
+    return Checkpoint.load(path, name, options, trust_pickle)

@@ -45,8 +45,9 @@ def bare_weights(raw, source) -> tuple[dict[str, torch.Tensor], str]:
 
 
 def convert(raw, name: str, source: Path, options: dict | None = None) -> dict:
-    """A zoo checkpoint (model, model_name, model_kwargs, provenance) from the loaded contents of a file that is
-    not one: a published checkpoint of `name`'s family, or a bare zoo state dict."""
+    """The fields of a zoo checkpoint (model_name, weights, model_kwargs, source: what zoo.models.weights.checkpoint
+    builds its Checkpoint from) out of the loaded contents of a file that is not one: a published checkpoint of
+    `name`'s family, or a bare zoo state dict."""
     weights, packing = bare_weights(raw, source)
     own = family_module(name)
     converted = _recognize(own, weights, source)
@@ -59,9 +60,9 @@ def convert(raw, name: str, source: Path, options: dict | None = None) -> dict:
     converted.state = with_batch_counters(converted.state)
     kwargs = merge_options(options or {}, converted.options, source)
     check_shapes(converted, build_model(name, **kwargs).state_dict(), source)
-    provenance = {"source": Path(source).name, "sha256": sha256(Path(source)), "layout": converted.layout,
-                  "packing": packing, "preprocessing": converted.preprocessing}
-    return {"model": converted.state, "model_name": name, "model_kwargs": kwargs, "provenance": provenance}
+    origin = {"file": Path(source).name, "sha256": sha256(Path(source)), "layout": converted.layout,
+              "packing": packing, "preprocessing": converted.preprocessing}
+    return {"model_name": name, "weights": converted.state, "model_kwargs": kwargs, "source": origin}
 
 
 def _recognize(module, weights: dict, source) -> Converted | None:
