@@ -169,3 +169,94 @@ def budget_named(row_name: str, extra: dict[str, Budget] | None = None) -> Budge
     """The budget a CSV row records by its `name`, or None for one this version does not define."""
     known = {b.name: b for b in [*BUDGETS.values(), *(extra or {}).values()]}
     return known.get(row_name)
+
+
+# ---- the fair comparison (docs/protocol.md) ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Trial:
+    """One configuration of the fair protocol's search: the menu's searched items (docs/protocol.md)."""
+
+    name: str
+    lr: float  # Adam's rate for the whole network, trunk and heads alike
+    ema: bool  # validate, keep and test a moving average of the weights
+
+
+@dataclass(frozen=True)
+class FairBudget:
+    """One budget for every family: the same steps, batch and crop size, the same menu and the same search.
+
+    Everything a family may choose is in `trials`, tried on `search_draw`'s validation images only; the rest of
+    the menu is fixed here for all families alike. Shared code reads a model's properties (whether its count is
+    a map's sum), never its name; `model_kwargs` are the protocol's fixed per-model options (docs/protocol.md)."""
+
+    name: str
+    headline: tuple[str, ...]  # the mission's architectures: the rows the verdicts speak of
+    extras: tuple[str, ...]  # labelled extra rows, trained only with --extras
+    n_train: int
+    steps: int  # optimizer steps of a final run
+    batch_size: int  # crops per step (one crop per training image per epoch)
+    crop_sizes: tuple[int, ...]  # candidates of the crop round, the default first
+    trials: tuple[Trial, ...]
+    crop_trial: str  # the trial the crop round trains at every candidate size
+    search_draw: int = 0
+    search_share: float = 0.25  # a trial's steps, as a share of a final run's
+    draws: int = 3  # final draws by default (--draws asks for more)
+    validations: int = 20  # per final run, evenly spaced
+    search_validations: int = 10  # per trial
+    ema_share: float = 1 / 8  # the moving average's horizon, as a share of the run's steps
+    bn_recalibration: int = 4  # crops per training image before each validation
+    amp: str = "bf16"  # fixed before the first draw
+    threshold_candidates: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(2, 15))
+    model_kwargs: dict[str, dict] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (*self.headline, *self.extras)
+
+    @property
+    def search_steps(self) -> int:
+        return round(self.steps * self.search_share)
+
+    def trial(self, name: str) -> Trial:
+        for trial in self.trials:
+            if trial.name == name:
+                return trial
+        raise ZooError(f"{self.name}: no trial named {name!r}; its trials are {', '.join(t.name for t in self.trials)}")
+
+    def steps_per_epoch(self) -> int:
+        return self.n_train // self.batch_size  # the trainer drops a last, incomplete batch
+
+    def recipe(self, trial: Trial, crop_size: int, steps: int, validations: int, count_is_sum: bool) -> dict:
+        """The recipe overrides of a run of `trial` for `steps` optimizer steps: what the budget fixes for every
+        family, and the trial's choices. `count_is_sum`: the model's count is a map's sum, calibrated by a fitted
+        scale; otherwise (a count of points) by the decision threshold chosen on validation."""
+        per_epoch = self.steps_per_epoch()
+        if per_epoch < 1 or steps % per_epoch:
+            raise ZooError(f"{self.name}: {steps} steps are not whole epochs of {self.n_train} images in batches "
+                           f"of {self.batch_size}")
+        epochs = steps // per_epoch
+        if trial.ema and self.ema_share * steps <= 1:
+            raise ZooError(f"{self.name}: a moving average over {self.ema_share:g} of {steps} steps averages nothing")
+        default = Recipe()
+        return {"optimizer": "adam", "lr": trial.lr, "backbone_lr": trial.lr, "weight_decay": 0.0,
+                "batch_size": self.batch_size, "crops_per_image": 1, "crop_size": crop_size,
+                "scale_range": default.scale_range, "flip": default.flip, "rotate": False,
+                "color_jitter": default.color_jitter, "head_crops": 0.0, "epochs": epochs,
+                "warmup_epochs": 1, "freeze_backbone_epochs": 0, "eval_every": max(1, epochs // validations),
+                "ema_decay": 1 - 1 / (self.ema_share * steps) if trial.ema else 0.0,
+                "bn_recalibration": self.bn_recalibration, "fit_count_scale": count_is_sum,
+                "threshold_candidates": () if count_is_sum else self.threshold_candidates, "test_views": 1}
+
+
+FAIR_V1 = FairBudget(
+    name="fair-v1", headline=("p2pnet", "csrnet_bn", "cpn"), extras=("cpn_r18",), n_train=64, steps=3840,
+    batch_size=8, crop_sizes=(128, 256),
+    trials=(Trial("lr1e-4", 1e-4, True), Trial("lr3e-4", 3e-4, True), Trial("lr1e-3", 1e-3, True),
+            Trial("lr3e-4-no-ema", 3e-4, False)),
+    crop_trial="lr3e-4",
+    model_kwargs={"cpn": {"count": "mass"}, "cpn_r18": {"count": "mass"}},
+    note="docs/protocol.md: 3,840 steps of 8 crops for every family, N = 4 trials each at a quarter of it.")
+
+FAIR_BUDGETS = {"fair-v1": FAIR_V1}
