@@ -16,7 +16,8 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from benchmarks.budgets import BUDGETS, get_budget
+from benchmarks import fair, fair_report
+from benchmarks.budgets import BUDGETS, FAIR_BUDGETS, get_budget
 from benchmarks.protocols import PROTOCOLS, STREET_DIR, Setup
 from benchmarks.report import COMMANDS, write_report
 from zoo.core.errors import ZooError
@@ -28,9 +29,16 @@ from zoo.data.synthetic import ensure_synthetic
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.splitlines()[0],
                                      epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
+    parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS) + sorted(FAIR_BUDGETS),
                         help="how much training each run gets (benchmarks/budgets.py): the commands below say what "
-                             "each budget runs")
+                             "each budget runs; fair-v1 is docs/protocol.md's")
+    parser.add_argument("--stage", choices=fair.STAGES,
+                        help="fair budgets: the search (validation trials) or the final runs (tested once)")
+    parser.add_argument("--draws", type=int, help="fair budgets' final stage: draws (default: the budget's, at least)")
+    parser.add_argument("--extras", action="store_true", help="fair budgets: also the labelled extra rows")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="fair budgets: write rows from uncommitted code, marked allow_dirty (left out of reports)")
+    parser.add_argument("--docs", default="docs", help="fair budgets: folder of comparison.md and its figure")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", default="auto", choices=AMP_CHOICES,
                         help="mixed precision (auto: bf16, or off on a CPU without bf16 instructions)")
@@ -57,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             # other; the environment variable carries the choice into the harness's fresh processes.
             torch.set_num_threads(args.threads)
             os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        if args.budget in FAIR_BUDGETS:
+            run_fair(args, console)
+            return 0
         if not args.report_only:
             budget = get_budget(args.budget)
             if args.models:
@@ -86,6 +97,30 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     return 0
+
+
+def run_fair(args: argparse.Namespace, console: Console) -> None:
+    """A fair budget's stage (docs/protocol.md), then its page docs/comparison.md from the CSVs."""
+    budget = FAIR_BUDGETS[args.budget]
+    if not args.report_only:
+        if args.stage is None:
+            raise ZooError(f"--budget {budget.name} runs in stages: pass --stage search or --stage final")
+        models = budget.models if args.extras else budget.headline
+        if args.models:
+            models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+            strays = sorted(set(models) - set(budget.models))
+            if strays:
+                raise ZooError(f"--models {', '.join(strays)}: not in the {budget.name} budget "
+                               f"({', '.join(budget.models)})")
+        draws = budget.draws if args.draws is None else args.draws
+        if draws < budget.draws:
+            raise ZooError(f"--draws {draws}: {budget.name} runs at least {budget.draws} draws")
+        setup = fair.FairSetup(cells=Path(args.cells), results=Path(args.results), runs=Path(args.runs),
+                               device=args.device, amp=resolve_amp(args.amp, args.device),
+                               channels_last=args.channels_last, allow_dirty=args.allow_dirty, console=console)
+        fair.run_stage(budget, setup, args.stage, models, draws)
+    page = fair_report.write(Path(args.results), Path(args.docs), budget)
+    console.print(f"report: {escape(str(page))}")
 
 
 if __name__ == "__main__":
