@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 from support import write_shanghaitech
 
+from zoo.metrics.names import label
+
 TESTS = Path(__file__).resolve().parents[1]
 ENV = {**{k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")},
        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
@@ -25,8 +27,8 @@ def test_epoch_lines_stay_one_line_each_without_a_terminal(tmp_path):
                           env=ENV, capture_output=True, text=True, timeout=300, check=True)
     lines = done.stdout.splitlines()
     epochs = [line for line in lines if line.startswith("epoch ")]
-    assert [line.split(" | ")[0] for line in epochs] == ["epoch 1", "epoch 2", "epoch 3"]
-    assert all("val MAE" in line and "F1@8" in line for line in epochs)
+    assert [line.split(" | ")[0] for line in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all(f"val {label('mae')}" in line and label("f1_8") in line for line in epochs)
     # The marker stays on its epoch's line, past the 80 columns rich assumes without a terminal.
     history = pd.read_csv(out / "metrics.csv")
     improved = history["val_mae"] < history["val_mae"].cummin().shift(fill_value=float("inf"))
@@ -35,6 +37,7 @@ def test_epoch_lines_stay_one_line_each_without_a_terminal(tmp_path):
     assert not any(line.strip() == "(best)" for line in lines)
     assert [line for line in lines if line.startswith("test (")][0].endswith(tuple("0123456789"))
     assert "━" not in done.stdout + done.stderr  # no progress bar drawn into the log
+    assert f"zoo eval --weights {out / 'best.pt'}\n" in done.stdout  # the next command, ready to copy
 
 
 HEAVY = ("torch", "torchvision", "timm")

@@ -114,7 +114,7 @@ def test_overlay_blends_the_map_where_it_is_high_and_draws_points_unless_density
 
 def test_a_synthetic_only_model_says_so_once_on_other_data(trained, tmp_path, capsys):
     state = torch.load(trained["checkpoint"], weights_only=True)
-    state["config"]["train"]["data"] = "synthetic"  # as `zoo train MODEL` records its default
+    state["training"]["data"] = "synthetic"  # as `zoo train MODEL` records its default
     synthetic_only = tmp_path / "synthetic_only.pt"
     torch.save(state, synthetic_only)
     photo = trained["data"] / "test_data" / "images" / "IMG_1.jpg"

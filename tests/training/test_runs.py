@@ -17,7 +17,7 @@ from support import (
 from zoo.cli import main
 from zoo.core.csvrows import append_rows
 from zoo.core.errors import ZooError
-from zoo.models.weights.checkpoint import load_checkpoint
+from zoo.models.weights.checkpoint import Checkpoint
 from zoo.training.trainer import TrainConfig, train
 
 COLUMNS = ["writer", "row", "note"]
@@ -30,9 +30,8 @@ def dataset(tmp_path_factory):
 
 
 def tiny(data, out=None, console=QUIET, **settings) -> dict:
-    recipe = {"epochs": 1, **settings.pop("recipe", {})}
-    return train(TrainConfig("tiny_density", data=str(data), out=out and str(out), amp="off", recipe=recipe,
-                             **settings), console=console)
+    settings = {"amp": "off", **settings, "recipe": {"epochs": 1, **settings.get("recipe", {})}}
+    return train(TrainConfig("tiny_density", data=str(data), out=out and str(out), **settings), console=console)
 
 
 def append_one_by_one(path, writer: int, n: int, start) -> None:
@@ -70,7 +69,7 @@ def test_a_second_default_run_gets_the_next_folder_and_resume_continues_the_late
     assert (tmp_path / "runs" / "tiny_density" / "last.pt").read_bytes() == first
 
     tiny(dataset, resume=True, recipe={"epochs": 2})  # continues runs/tiny_density-2, the latest
-    assert load_checkpoint(tmp_path / "runs" / "tiny_density-2" / "last.pt")["epoch"] == 2
+    assert Checkpoint.load(tmp_path / "runs" / "tiny_density-2" / "last.pt").epoch == 2
     assert (tmp_path / "runs" / "tiny_density" / "last.pt").read_bytes() == first
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tiny_density", "tiny_density-2"]
 
@@ -97,7 +96,7 @@ def test_overwrite_replaces_the_run_and_the_final_test_uses_only_its_own_checkpo
     result = tiny(without_val, out, overwrite=True)
     assert result["checkpoint"] == str(out / "last.pt")
     assert not (out / "best.pt").exists()  # the earlier run's: gone, never tested nor left to be mistaken for this one
-    assert load_checkpoint(out / "last.pt")["config"]["train"]["data"] == str(without_val)
+    assert Checkpoint.load(out / "last.pt").training["data"] == str(without_val)
     assert json.loads((out / "test_metrics.json").read_text())["images"] == 2
 
 
@@ -111,20 +110,21 @@ def test_resume_refuses_another_run_naming_both_settings(dataset, tmp_path):
     other = write_shanghaitech(tmp_path / "other", {"train": 4, "test": 1}, seed=9)
     with pytest.raises(ZooError, match=rf"data '{dataset}', this one asks for '{other}'"):
         tiny(other, tmp_path, resume=True)
-    assert load_checkpoint(last)["epoch"] == 1  # nothing was written by the refused runs
+    assert Checkpoint.load(last).epoch == 1  # nothing was written by the refused runs
     tiny(dataset, tmp_path, resume=True, recipe={"epochs": 2})  # more epochs: the same run, continued
-    assert load_checkpoint(last)["epoch"] == 2
+    assert Checkpoint.load(last).epoch == 2
 
 
 def test_best_checkpoint_holds_what_inference_reads_and_last_the_training_state(dataset, tmp_path, capsys):
     result = tiny(dataset, tmp_path, model_kwargs={"width": 32})
-    best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")
-    assert {"optimizer", "scaler", "torch_rng"} <= set(last)
-    assert not {"optimizer", "scaler", "torch_rng"} & set(best)
-    for key in ("model_name", "model_kwargs", "config", "epoch", "provenance"):
-        assert best[key] == last[key]
-    assert best["config"]["recipe"]["threshold"] == 0.3 and best["config"]["train"]["amp"] == "off"
-    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    best, last = Checkpoint.load(tmp_path / "best.pt"), Checkpoint.load(tmp_path / "last.pt")
+    resume_state = ("optimizer", "scaler", "torch_rng", "epoch", "step")
+    assert all(getattr(last, key) is not None for key in resume_state)
+    assert all(getattr(best, key) is None for key in resume_state)
+    for key in ("model_name", "model_kwargs", "recipe", "training", "selection", "provenance"):
+        assert getattr(best, key) == getattr(last, key)
+    assert best.recipe["threshold"] == 0.3 and best.training["amp"] == "off"
+    assert all(torch.equal(best.weights[k], last.weights[k]) for k in last.weights)
     # Adam keeps two moments per weight: the training state is about three times the weights.
     assert (tmp_path / "best.pt").stat().st_size < 0.45 * (tmp_path / "last.pt").stat().st_size
 
@@ -136,5 +136,19 @@ def test_best_checkpoint_holds_what_inference_reads_and_last_the_training_state(
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == expected
     tuned = tiny(dataset, tmp_path / "tuned", init_from=str(tmp_path / "best.pt"), model_kwargs={"width": 32},
                  recipe={"lr": 0.0, "backbone_lr": 0.0})
-    started = load_checkpoint(tuned["checkpoint"])["model"]
-    assert all(torch.equal(best["model"][k], started[k]) for k in started)
+    started = Checkpoint.load(tuned["checkpoint"]).weights
+    assert all(torch.equal(best.weights[k], started[k]) for k in started)
+
+
+def test_resume_refuses_another_precision_or_device_type_naming_both(dataset, tmp_path):
+    tiny(dataset, tmp_path)  # trained in float32 (--amp off) on the CPU
+    last = tmp_path / "last.pt"
+    with pytest.raises(ZooError, match=rf"^{last}: cannot resume: .*amp 'off', this one asks for 'bf16';"):
+        tiny(dataset, tmp_path, resume=True, amp="bf16", recipe={"epochs": 2})
+    on_gpu = Checkpoint.load(last)
+    on_gpu.training["device"] = "cuda:1"  # as a run on a GPU records it
+    on_gpu.save(last, for_inference=False)
+    with pytest.raises(ZooError, match=r"device type 'cuda', this one asks for 'cpu';") as refused:
+        tiny(dataset, tmp_path, resume=True, recipe={"epochs": 2})
+    assert "\n" not in str(refused.value)
+    assert Checkpoint.load(last).epoch == 1

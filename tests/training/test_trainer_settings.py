@@ -16,7 +16,7 @@ from support import (
 )
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from zoo.models.weights.checkpoint import load_checkpoint
+from zoo.models.weights.checkpoint import Checkpoint
 from zoo.training.trainer import TrainConfig, train
 
 TRAIN_IMAGES, BATCH, EPOCHS, WARMUP_EPOCHS, FROZEN_EPOCHS = 8, 2, 4, 1, 1
@@ -112,5 +112,5 @@ def test_a_checkpoint_write_failing_half_way_keeps_the_previous_epochs(dataset, 
         train(TrainConfig("tiny_density", data=str(dataset), out=str(tmp_path), amp="off", recipe={"epochs": 3}),
               console=Console(quiet=True))
     monkeypatch.undo()
-    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert Checkpoint.load(tmp_path / "last.pt").epoch == 1
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no temporary file left

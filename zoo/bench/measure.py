@@ -268,7 +268,7 @@ def time_inference(model, runner, unit: Unit, device: torch.device, threshold: f
 def train_throughput(model, runner, unit: Unit, device: torch.device) -> dict:
     """Images/s of full optimizer steps (the family's loss, backward, clipping, step) at the recipe's crop and
     batch. Runs last: it changes the weights."""
-    from zoo.training.trainer import build_optimizer, optimizer_step  # the trainer's parameter groups and step
+    from zoo.training.optim import build_optimizer, optimizer_step  # the trainer's parameter groups and step
 
     recipe = get_recipe(unit.model)
     batch_size = recipe.batch_size * recipe.crops_per_image

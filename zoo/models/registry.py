@@ -53,6 +53,9 @@ class Recipe:
     # about 1 / (1 - decay) steps averaged) instead of the weights of the last step, which batches of 8 crops
     # push around. 0: the weights as trained.
     ema_decay: float = 0.0
+    # Stop once this many validations in a row have not improved the selection metric (the checkpoint kept is
+    # the best one so far). 0: train every epoch.
+    early_stop: int = 0
     # The final test also scores the mean count over this many views of each test image (zoo.inference.evaluate.VIEWS: 2
     # adds the left-right flip, 4 the up-down flip and half turn, 8 the quarter turns), beside the image as given.
     # Validation always scores the image as given. 1: no second score.

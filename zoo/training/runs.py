@@ -7,22 +7,26 @@
 - An explicit `--out` that already holds a run (best.pt, last.pt or metrics.csv) is refused unless `--resume`
   continues it or `--overwrite` replaces it (the earlier run's files are deleted first, so nothing of it can be
   mistaken for the new run's). A folder without a run is used as it is.
-- `--resume` continues only the same run: another model, model options, data, format, seed or a recipe that
-  changes what the saved weights and optimizer state mean is refused (the epoch count, the validation interval and
-  the decision threshold may change).
+- `--resume` continues only the same run: another model, model options, data, format, seed, precision (--amp, as
+  resolved), device type or a recipe that changes what the saved weights and optimizer state mean is refused (the
+  epoch count, the validation interval, early stopping and the decision threshold may change).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 from zoo.core.errors import ZooError
+from zoo.models.weights.checkpoint import Checkpoint
+from zoo.training.config import ResolvedRun
 
 RUN_FILES = ("best.pt", "last.pt", "metrics.csv")  # a folder holding any of them holds a run
 OUTPUT_FILES = (*RUN_FILES, "test_metrics.json", "test_predictions.csv")
-RESUMABLE_CHANGES = {"epochs", "eval_every", "threshold", "test_views"}  # recipe fields a resumed run may change
-RUN_SETTINGS = ("data", "format", "seed", "model_kwargs")  # train settings a resumed run must keep
+# recipe fields a resumed run may change
+RESUMABLE_CHANGES = {"epochs", "eval_every", "threshold", "test_views", "early_stop"}
+RUN_SETTINGS = ("data", "format", "seed", "amp")  # recorded training settings a resumed run must keep
 
 
 def earlier_run(folder: Path) -> list[str]:
@@ -80,21 +84,31 @@ def run_folder(model: str, out: str | None, *, resume: bool, overwrite: bool, ro
     return out
 
 
-def check_same_run(state: dict, record: dict, path: Path) -> None:
-    """Refuse to resume a checkpoint whose recorded run differs from this one's `record`, naming both settings.
+def check_same_run(saved: Checkpoint, resolved: ResolvedRun, path: Path) -> None:
+    """Refuse to resume `saved` (a run's last.pt) when its run differs from `resolved`, naming both settings:
+    another data, format, seed, model options, precision, device type or a recipe field outside
+    RESUMABLE_CHANGES.
 
     Another model is left to the weight loader, which names both models; checkpoints without a record pass."""
-    recorded = state.get("config")
-    if not recorded or state.get("model_name") != record["train"]["model"]:
+    recorded = saved.training
+    if not recorded or saved.model_name != resolved.model:
         return
+    now = resolved.training()
     # Settings a checkpoint does not record (written before they existed) cannot be compared: they pass.
-    pairs = [(key, recorded["train"][key], record["train"][key]) for key in RUN_SETTINGS
-             if key in recorded.get("train", {})]
-    pairs += [(f"recipe {key}", recorded["recipe"][key], value) for key, value in record["recipe"].items()
-              if key not in RESUMABLE_CHANGES and key in recorded.get("recipe", {})]
-    for name, before, now in pairs:
-        if name == "data" and Path(before).resolve() == Path(now).resolve():  # the same folder spelt otherwise
+    pairs = [(key, recorded[key], now[key]) for key in RUN_SETTINGS if key in recorded]
+    pairs.append(("model_kwargs", saved.model_kwargs, dict(resolved.model_kwargs)))
+    if recorded.get("device"):
+        pairs.append(("device type", device_type(recorded["device"]), resolved.device.type))
+    pairs += [(f"recipe {key}", saved.recipe[key], value) for key, value in asdict(resolved.recipe).items()
+              if key not in RESUMABLE_CHANGES and key in saved.recipe]
+    for name, before, asked in pairs:
+        if name == "data" and Path(before).resolve() == Path(asked).resolve():  # the same folder spelt otherwise
             continue
-        if before != now:
+        if before != asked:
             raise ZooError(f"{path}: cannot resume: the run was trained with {name} {before!r}, this one asks "
-                           f"for {now!r}; start a new run (another --out) or pass --overwrite")
+                           f"for {asked!r}; start a new run (another --out) or pass --overwrite")
+
+
+def device_type(device: str) -> str:
+    """"cuda" of "cuda:1": what a run's numbers depend on (which GPU of a kind does not matter)."""
+    return str(device).partition(":")[0]
