@@ -157,12 +157,14 @@ def provenance(record: dict, setup: FairSetup) -> dict:
             "date": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
-def history_summary(out: Path, batch_size: int, gflops: float, record: dict) -> tuple[dict, pd.DataFrame]:
-    """Steps, crops, time and FLOPs of a finished run from its metrics.csv and attempts; and its validations."""
+def history_summary(out: Path, batch_size: int, gflops: float, record: dict,
+                    extra_seconds: float = 0.0) -> tuple[dict, pd.DataFrame]:
+    """Steps, crops, time and FLOPs of a finished run from its metrics.csv and attempts (plus `extra_seconds` of
+    work on it outside the trainer); and its validations."""
     history = pd.read_csv(out / "metrics.csv")
     crops = history["step"].diff().fillna(history["step"]) * batch_size
     steps = int(history["step"].iloc[-1])
-    wall = sum(a["seconds"] for a in record["attempts"])
+    wall = sum(a["seconds"] for a in record["attempts"]) + extra_seconds
     threads = max(int(a["threads"]) for a in record["attempts"])
     summary = {"steps": steps, "images_seen": steps * batch_size, "epochs": int(history["epoch"].iloc[-1]),
                # from the per-epoch training speed the trainer logs: right across resumes, validation excluded
@@ -366,7 +368,9 @@ def run_final_job(budget: FairBudget, setup: FairSetup, model: str, draw: int, d
                       channels_last=setup.channels_last, seed=draw, resume=True, recipe=recipe, model_kwargs=kwargs)
     result, record = guarded_train(cfg, setup)
     origin = provenance(record, setup)
-    summary, validated = history_summary(out, budget.batch_size, gflops, record)
+    started = time.perf_counter()
+    located = localization(result["checkpoint"], data, setup)
+    summary, validated = history_summary(out, budget.batch_size, gflops, record, time.perf_counter() - started)
     best = validated.loc[validated["val_mae"].idxmin()]
     tested = pd.read_csv(out / "test_predictions.csv", dtype={"name": str})
     images = [{"row_id": f"{row_id}/{Path(r['name']).name}", "source_row": row_id, "model": model, "draw": draw,
@@ -378,7 +382,7 @@ def run_final_job(budget: FairBudget, setup: FairSetup, model: str, draw: int, d
            "headline": int(model in budget.headline), **settings(budget, trial, recipe, draw), **summary,
            "val_mae": best["val_mae"], "threshold": best.get("val_threshold"),
            "count_scale": best.get("val_count_scale"), **{k: result[k] for k in ("mae", "mse", "nae", "f1_4", "f1_8")},
-           **localization(result["checkpoint"], data, setup), "checkpoint": result["checkpoint"], **origin}
+           **located, "checkpoint": result["checkpoint"], **origin}
     append_missing(setup, "curves", curve_rows(row_id, "final", model, draw, validated, budget.batch_size, gflops))
     append_missing(setup, "images", images)
     rows.append_v1(setup.results, "cells", [row])  # last: the row marks the run done

@@ -277,7 +277,7 @@ def cost_lines(runs: pd.DataFrame, budget: FairBudget) -> list[str]:
     header = ["model", "steps", "crops seen", "crop px", "precision", "wall-clock min/draw", "training min/draw",
               "CPU-hours, all draws", "training PFLOPs/draw", "CPU", "threads"]
     return ["### Cost", "", table(header, body), "",
-            "Wall-clock: every attempt of the job (training, validations, test); CPU-hours: wall-clock x threads; "
+            "Wall-clock: every attempt of the job (training, validations, test, nAP); CPU-hours: wall-clock x threads; "
             "training FLOPs: 3 x one crop's forward FLOPs x crops seen.", ""]
 
 
