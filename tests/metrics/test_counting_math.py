@@ -43,7 +43,8 @@ def test_unnamed_images_are_named_by_their_index():
     evaluator = Evaluator()
     for name in ("", "x", ""):
         evaluator.add(counted(0.0), np.zeros((0, 2)), (8, 8), name)
-    assert [row["name"] for row in evaluator.rows()] == ["0", "x", "2"]
+    evaluator.add(counted(0.0), np.zeros((0, 2)), (8, 8))  # no name given at all
+    assert [row["name"] for row in evaluator.rows()] == ["0", "x", "2", "3"]
 
 
 def test_the_csv_holds_every_rows_values_under_its_key(tmp_path):
