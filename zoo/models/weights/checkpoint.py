@@ -259,12 +259,9 @@ def _v0_selection(raw: dict, kwargs: dict, history: list[dict]) -> dict:
 def load_model_state(model: torch.nn.Module, weights: Checkpoint | dict, source: Path | str, *,
                      model_name: str | None = None) -> None:
     """Load `weights` (a Checkpoint's, or a state dict of the model `model_name`) into `model`, naming the first
-    mismatch (another family's checkpoint, or other shapes) in the error. (An untyped checkpoint dict, with the
-    state dict under "model", is still accepted for the trainer until it passes a Checkpoint.)"""
+    mismatch (another family's checkpoint, or other shapes) in the error."""
     if isinstance(weights, Checkpoint):
         model_name, weights = weights.model_name, weights.weights
-    elif isinstance(weights.get("model"), dict):
-        model_name, weights = weights.get("model_name"), weights["model"]
     own = model.state_dict()
     built = getattr(model, "registry_name", None)
     if model_name and built and model_name != built and get_entry(model_name).family != get_entry(built).family:
@@ -307,34 +304,3 @@ def model_from_checkpoint(path: Path | str, name: str | None = None, device: str
     load_model_state(model, checkpoint, path)
     model.count_scale = float(checkpoint.count_scale)
     return model.to(device).eval(), checkpoint
-
-
-# ---- the untyped dicts' functions: the trainer writes and resumes through these until it uses Checkpoint --------
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write an untyped (version 0) checkpoint dict; `Checkpoint.load` migrates it."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-# What best.pt keeps of an untyped last.pt dict.
-INFERENCE_KEYS = ("model", "model_name", "model_kwargs", "config", "epoch", "step", "history", "best_val_mae",
-                  "threshold", "count_scale", "provenance")
-
-
-def inference_state(state: dict) -> dict:
-    """An untyped last.pt dict without what only resuming needs (optimizer, scaler, RNG)."""
-    return {key: state[key] for key in INFERENCE_KEYS if key in state}
-
-
-def load_checkpoint(path: Path) -> dict:
-    """An untyped (version 0) checkpoint dict as written, for resuming with the trainer's dicts."""
-    state = read_torch(path)
-    if not isinstance(state, dict) or "model" not in state:
-        raise ZooError(f"{path}: not a crowd-zoo checkpoint (no 'model' entry)")
-    return state
-
-
-def resolve_checkpoint(path: Path | str, name: str | None = None, options: dict | None = None,
-                       trust_pickle: bool = False) -> Checkpoint:
-    """`Checkpoint.load` under its former name (the trainer's --init-from passes it to `load_model_state`)."""
-    return Checkpoint.load(path, name, options, trust_pickle)
