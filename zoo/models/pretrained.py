@@ -13,22 +13,23 @@ from pathlib import Path
 import torch
 
 from zoo.core.errors import ZooError
+from zoo.core.files import read_torch
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a local .pth/.pt (loaded with weights_only=True) or .safetensors file."""
     path = Path(path)
-    if not path.is_file():
+    if path.suffix != ".safetensors":
+        state = read_torch(path, what="weights file")
+    elif not path.is_file():
         raise ZooError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    else:
+        from safetensors.torch import load_file
 
+        try:
             state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated or not a tensor file
-        raise ZooError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # corrupt, truncated or not a safetensors file
+            raise ZooError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
     if isinstance(state, dict) and "format" in state and isinstance(state.get("weights"), dict):
         state = state["weights"]  # a zoo checkpoint (zoo.models.weights.checkpoint)
     elif isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
