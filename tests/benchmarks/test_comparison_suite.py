@@ -12,7 +12,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,25 +47,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def cells_dir(tmp_path_factory):
-    """200 small images named like the VGG set, each with a few red dots (its points) in a dots image."""
-    folder = tmp_path_factory.mktemp("cells")
-    rng = np.random.default_rng(0)
-    for k in range(1, 201):
-        image = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
-        dots = np.zeros_like(image)
-        for x, y in rng.integers(2, 30, (int(rng.integers(1, 6)), 2)):
-            cv2.circle(image, (int(x), int(y)), 2, (255, 255, 255), -1)
-            dots[y, x] = (0, 0, 255)  # BGR red
-        cv2.imwrite(str(folder / f"{k:03d}cell.png"), image)
-        cv2.imwrite(str(folder / f"{k:03d}dots.png"), dots)
-    return folder
-
 
 @pytest.fixture
-def setup(tmp_path, cells_dir):
-    return protocols.Setup(results=tmp_path / "results", runs=tmp_path / "runs", amp="off", cells=cells_dir,
+def setup(tmp_path, mini_cells):
+    return protocols.Setup(results=tmp_path / "results", runs=tmp_path / "runs", amp="off", cells=mini_cells,
                            bench_resolution=(32, 32), bench_isolate=False, console=Console(quiet=True))
 
 
@@ -81,18 +65,18 @@ def test_draws_are_seeded_nested_and_inside_images_1_to_100():
         protocols.draw_cells(100, 0)
 
 
-def test_draw_dataset_tests_on_101_to_200_only_with_the_original_points(cells_dir, tmp_path):
-    root = protocols.cells_draw_dataset(cells_dir, 8, 1, tmp_path / "draw")
+def test_draw_dataset_tests_on_101_to_200_only_with_the_original_points(mini_cells, tmp_path):
+    root = protocols.cells_draw_dataset(mini_cells, 8, 1, tmp_path / "draw")
     splits = resolve_splits(str(root))
     numbers = {s: [int(re.match(r"\d+", r.image.name).group()) for r in getattr(splits, s)]
                for s in ("train", "val", "test")}
     assert numbers["test"] == list(range(101, 201))
     assert sorted(numbers["train"] + numbers["val"]) == list(range(1, 101))
     assert numbers["train"] == [i + 1 for i in protocols.draw_cells(8, 1)[0]]
-    originals = {r.image.name: r.points for r in read_records(cells_dir, None, "cells")}
+    originals = {r.image.name: r.points for r in read_records(mini_cells, None, "cells")}
     for record in splits.train + splits.val + splits.test:
         np.testing.assert_array_equal(record.points, originals[record.image.name])
-    again = protocols.cells_draw_dataset(cells_dir, 8, 1, tmp_path / "draw")
+    again = protocols.cells_draw_dataset(mini_cells, 8, 1, tmp_path / "draw")
     assert again == root and (root / "selection.json").stat().st_mtime_ns > 0
 
 
