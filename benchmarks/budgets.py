@@ -7,6 +7,8 @@ as the others; epochs follow from it (a model given larger crops gets as many pi
 for every model too: the registry's default `Recipe` crop, scale range, flip and colour jitter. Everything else
 (optimizer, learning rates, batch size, loss, decision threshold) is the model's own registry recipe, except
 what a budget chose per model on validation (`model_recipes`, `model_kwargs`), which the report states.
+The earlier budgets' evidence, cited below as results/README.md, is the lab notebook kept in git history
+(`git show 698b25f:results/README.md`); the fair-v1 budget's is docs/protocol.md and its search log.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class Setup:
     runs: Path = Path("runs/compare")
     device: str = "cpu"
     amp: str = "bf16"
-    channels_last: bool = True  # in training and validation: faster on CPU (results/README.md, the cells budget)
+    channels_last: bool = True  # in training and validation: faster on CPU (docs/results.md, the cells budget)
     cells: Path = CELLS_DIR
     synthetic: str = "synthetic"
     street: Path = STREET_DIR

@@ -3,7 +3,7 @@
 A row is identified by KEY: a re-run of the suite skips every key already present, which (with the trainer's
 `--resume` inside each run folder) makes the whole suite resumable. Rows are appended by rewriting the file
 atomically under a lock (zoo.core.csvrows), earlier rows kept byte for byte. Columns are documented in
-results/README.md.
+docs/results.md.
 """
 
 from __future__ import annotations

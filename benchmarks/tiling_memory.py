@@ -11,7 +11,7 @@ test scene 0 resized to each resolution and written as a PNG.
 Whole-image inference is estimated before it is run: whole-image cases at 1024 to 2048 px squares come first, a
 line through their peaks (memory grows with the pixels) estimates each large image's, and a whole-image case
 estimated above `--limit-gib` or above three quarters of the memory available now is recorded as skipped with
-its estimate instead of being run. Rows are appended to `--out` atomically (columns: results/README.md).
+its estimate instead of being run. Rows are appended to `--out` atomically (columns: docs/results.md).
 """
 
 from __future__ import annotations

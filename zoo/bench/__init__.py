@@ -2,7 +2,7 @@
 
 Each model x setting (dtype, channels_last, compile) x batch size is one *unit*, measured in a fresh process on
 CPU (so its peak RSS is its own) and in this process on CUDA (peak memory from the allocator, reset per unit).
-Rows are appended to a CSV whose columns are documented in results/README.md.
+Rows are appended to a CSV whose columns are documented in docs/results.md.
 """
 
 from zoo.bench.config import BenchConfig, Setting, Unit

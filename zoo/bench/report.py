@@ -1,4 +1,4 @@
-"""Benchmark output: the CSV schema (documented column by column in results/README.md), environment metadata,
+"""Benchmark output: the CSV schema (documented column by column in docs/results.md), environment metadata,
 appending rows atomically, the terminal table and the accuracy-vs-throughput figure."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from zoo.cli.output import console, err_console, print_notes, warn
 from zoo.core.errors import ZooError
 
 # Images above this many pixels run tile by tile: whole-image inference's memory grows with the image, a tile's does
-# not (results/tiling.csv and results/README.md measure both)
+# not (results/tiling.csv and docs/results.md measure both)
 MAX_PIXELS = 2048 * 2048
 
 

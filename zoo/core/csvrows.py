@@ -41,7 +41,7 @@ def append_rows(path: Path, rows: Iterable[dict], columns: list[str], *, schema:
             old = path.read_text() if path.is_file() else ""
             header = next(csv.reader(io.StringIO(old)), None)
             if header is not None and header != columns:
-                raise ZooError(f"{path}: its header is not the {schema} schema (results/README.md); {remedy}")
+                raise ZooError(f"{path}: its header is not the {schema} schema (docs/results.md); {remedy}")
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
             if header is None:

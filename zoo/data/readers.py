@@ -136,7 +136,8 @@ def inside(points: np.ndarray, height: int, width: int) -> np.ndarray:
 
 # ---- formats --------------------------------------------------------------------------------------------------
 
-#: MATLAB puts pixel (1, 1)'s centre at (1, 1); the zoo at (0.5, 0.5). Measured on the street set, see README.
+#: MATLAB puts pixel (1, 1)'s centre at (1, 1); the zoo at (0.5, 0.5). The street set's annotations follow MATLAB's
+#: convention (benchmarks/matlab_offset.py measures it).
 MATLAB_OFFSET = 0.5
 CELLS_PROTOCOL = ((80, "train"), (100, "val"))  # last image number of each split; the rest is test
 

@@ -8,7 +8,7 @@ or reach an output stay float32 (`edge_convolutions`). onnxruntime runs the rest
 x86). Decoding
 stays the family's, on dequantized float outputs, so an int8 file is used exactly like an fp32 one
 (`--onnx FILE`). Whether int8 is good enough is a measurement, not an assumption: compare its counts with the
-fp32 ones on a real test set (`zoo eval --onnx`), as results/README.md records for the committed rows.
+fp32 ones on a real test set (`zoo eval --onnx`), as docs/results.md records for the committed rows.
 """
 
 from __future__ import annotations

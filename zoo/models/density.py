@@ -134,7 +134,7 @@ class SigmaCache:
         return self._memory[key]
 
     def _read(self) -> dict[str, np.ndarray]:
-        # Three arrays, not a dataset per image: HDF5 costs ~0.5 ms per dataset opened or created.
+        # Three arrays, not a dataset per image: HDF5 pays a fixed cost for every dataset opened or created.
         try:
             with h5py.File(self.path, "r", locking=False) as f:
                 keys, offsets, sigmas = f["keys"][()], f["offsets"][()], f["sigmas"][()]
