@@ -10,7 +10,9 @@ written by `zoo convert` do not (`save(..., for_inference=True)`).
 `Checkpoint.load` reads, besides version 1:
 - version 0, the untyped dicts written before this format (a run's best.pt / last.pt, with a `config` record and
   `best_val_mae`, which held 1 - AP for pose; and `zoo convert`'s files, whose `provenance` named the source);
-- published checkpoints and bare state dicts, converted for a named model (zoo.models.weights.convert).
+- published checkpoints and bare state dicts, converted for a named model (zoo.models.weights.convert);
+- published tags (`p2pnet.shtech_a`, zoo.models.weights.hub): the file is fetched and converted once, and the
+  converted checkpoint kept in the cache.
 Every `--weights` goes through `model_from_checkpoint`.
 """
 
@@ -29,6 +31,7 @@ from zoo.core.provenance import device_name, git_commit
 from zoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from zoo.metrics.names import METRICS
 from zoo.models.registry import build_model, family_module, get_entry, get_recipe
+from zoo.models.weights import hub
 from zoo.models.weights.convert import convert, merge_options
 
 FORMAT = "crowd-zoo-checkpoint"
@@ -141,7 +144,10 @@ class Checkpoint:
     def load(cls, path: Path | str, name: str | None = None, options: dict | None = None,
              trust_pickle: bool = False) -> Checkpoint:
         """Any accepted weights file: a checkpoint of this format, an earlier zoo layout (migrated), or a
-        published checkpoint / bare state dict converted for model `name` with constructor `options`."""
+        published checkpoint / bare state dict converted for model `name` with constructor `options`; or a
+        published tag (zoo.models.weights.hub), read from its converted file in the cache."""
+        if hub.is_published(path):
+            path = converted_published(hub.get_published(str(path)))
         raw = read_torch(path, trust_pickle)
         if isinstance(raw, dict) and "format" in raw:
             return cls.from_dict(_check_version(raw, path), path)
@@ -179,6 +185,18 @@ class Checkpoint:
                 "threshold": self.threshold, "count_scale": self.count_scale, "training": training or None,
                 "selection": asdict(self.selection) if self.selection else None, "results": list(self.results),
                 "source": dict(self.source) if self.source else None, "provenance": dict(self.provenance)}
+
+
+def converted_published(entry: hub.Published) -> Path:
+    """The zoo checkpoint of published weights in the cache: fetched, checked and converted on first use."""
+    target = hub.converted_file(entry)
+    if not target.is_file():
+        raw = hub.fetch(entry)
+        checkpoint = Checkpoint.load(raw, entry.model)
+        checkpoint.source = {**(checkpoint.source or {}), **entry.source}
+        checkpoint.provenance = provenance()
+        checkpoint.save(target, for_inference=True)
+    return target
 
 
 def provenance(device: torch.device | str = "cpu") -> dict:
