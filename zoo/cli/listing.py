@@ -21,10 +21,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from zoo.models.registry import get_entry, list_models
+    from zoo.models.weights.hub import PUBLISHED
 
     entries = [get_entry(name) for name in list_models()]
     if args.json:
-        print(json.dumps([{"name": e.name, "family": e.family, "description": e.description} for e in entries]))
+        print(json.dumps([{"name": e.name, "family": e.family, "description": e.description,
+                           "published": [t for t, p in PUBLISHED.items() if p.model == e.name]} for e in entries]))
         return 0
     # Three narrow columns of stacked lines leave the description most of an 80-column terminal
     table = Table(title="crowd-zoo models", box=box.SIMPLE_HEAD, show_lines=True)
@@ -37,4 +39,11 @@ def run(args) -> int:
                   f"x {r.crops_per_image} crops of {r.crop_size} px")
         table.add_row(f"{escape(e.name)}\n[dim]{escape(e.family)}[/]", recipe, escape(e.description))
     console.print(table)
+    # Tags fetch and convert published weights on first use: `zoo predict --weights p2pnet.shtech_a photos/`
+    tags = Table(title="published weights (--weights TAG)", box=box.SIMPLE_HEAD)
+    tags.add_column("tag", no_wrap=True)
+    tags.add_column("reported by its authors")
+    for tag, entry in PUBLISHED.items():
+        tags.add_row(escape(tag), escape(entry.reported))
+    console.print(tags)
     return 0
