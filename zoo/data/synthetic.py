@@ -18,6 +18,7 @@ import colorsys
 import io
 import json
 import shutil
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -190,6 +191,8 @@ def ensure_synthetic(root: Path | None = None, seed: int = 0, splits: dict[str, 
     root = data_dir() / "synthetic" if root is None else Path(root)
     if _read_manifest(root) == _manifest(seed, DEFAULT_SPLITS if splits is None else splits, size):
         return root
+    # A first run spends a while here before any epoch starts: say what it is doing, in any terminal or log
+    print(f"generating the synthetic crowds under {root} (once)...", file=sys.stderr, flush=True)
     return generate(root, seed, splits, size)
 
 
