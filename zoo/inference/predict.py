@@ -30,10 +30,12 @@ from zoo.core.precision import autocast, check_amp
 from zoo.core.types import Prediction
 from zoo.data import transforms as T
 from zoo.data.dataset import resolve_splits
-from zoo.data.readers import IMAGE_SUFFIXES, load_image, natural_key
+from zoo.data.readers import load_image
 from zoo.deploy.fold import prepare_for_inference
 from zoo.inference.evaluate import evaluate
+from zoo.inference.sources import resolve_source
 from zoo.inference.tiling import Tiling, predict_tiled
+from zoo.inference.zones import ZoneCounter, draw_zones
 from zoo.metrics.counting import Evaluator
 from zoo.models.base import CrowdModel
 from zoo.models.weights.checkpoint import Checkpoint, model_from_checkpoint
@@ -129,20 +131,19 @@ class Outcome:
     path: Path
     prediction: Prediction | None = None
     error: str | None = None
+    zones: dict[str, float] | None = None  # count per zone, with --zones
 
 
 def find_images(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, and the image files (by suffix, in natural order) of folders. Missing paths are kept:
-    they fail to load and are reported like any other unreadable image."""
+    """The image files `inputs` name: files as given, folders' image files, glob patterns, `.txt` lists
+    (zoo.inference.sources). Missing paths are kept: they fail to load and are reported like any other unreadable
+    image."""
     paths = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = [p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-            if not found:
-                raise ZooError(f"{item}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            paths += sorted(found, key=natural_key)
-        else:
-            paths.append(item)
+    for item in inputs:
+        source = resolve_source(str(item))
+        if source.kind != "images":
+            raise ZooError(f"{item}: a {source.kind}, not images")
+        paths += source.paths
     return paths
 
 
@@ -211,10 +212,12 @@ def predict_one(run: Inference, image: np.ndarray) -> Prediction:
 
 def predict_to_folder(run: Inference, inputs: list[str | Path], out: str | Path, batch_size: int = 4,
                       on_outcome: Callable[[Outcome], None] | None = None,
-                      tiling: Tiling | None = None) -> list[Outcome]:
-    """Predict every image of `inputs` (files or folders), writing its points CSV and overlay to `out` as it
-    goes and `summary.csv` at the end; each file is written atomically. Unreadable images are skipped and come
-    back with their error. Images `tiling` applies to are run tile by tile."""
+                      tiling: Tiling | None = None, zones: ZoneCounter | None = None, show: str | None = None
+                      ) -> list[Outcome]:
+    """Predict every image of `inputs` (files, folders, glob patterns, lists), writing its points CSV and overlay to
+    `out` as it goes and `summary.csv` at the end; each file is written atomically. Unreadable images are skipped
+    and come back with their error. Images `tiling` applies to are run tile by tile. With `zones`, each outcome
+    holds its count per zone, and the summary one column per zone (`zone_column`)."""
     out = Path(out)
     paths = find_images(inputs)
     outcomes = []
@@ -224,17 +227,25 @@ def predict_to_folder(run: Inference, inputs: list[str | Path], out: str | Path,
         if image is None:
             outcome = Outcome(path, error=result)
         else:
-            outcome = Outcome(path, result)
+            counts = zones.counts(result, image.shape[:2]) if zones else None
+            outcome = Outcome(path, result, zones=counts)
             write_points(out / f"{stem}_points.csv", result)
-            write_png(out / f"{stem}_overlay.png", render_overlay(image, result))
+            write_png(out / f"{stem}_overlay.png",
+                      render_overlay(image, result, show, zones.zones if zones else None, counts))
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
-    rows = [{"image": str(o.path), "count": o.prediction.count, "n_points": len(o.prediction.points)}
-            for o in outcomes if o.prediction is not None]
-    summary = pd.DataFrame(rows, columns=["image", "count", "n_points"])
+    names = zones.names if zones else []
+    rows = [{"image": str(o.path), "count": o.prediction.count, "n_points": len(o.prediction.points),
+             **{zone_column(n): o.zones[n] for n in names}} for o in outcomes if o.prediction is not None]
+    summary = pd.DataFrame(rows, columns=["image", "count", "n_points", *map(zone_column, names)])
     atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     return outcomes
+
+
+def zone_column(name: str) -> str:
+    """A zone's count column in the CSV files."""
+    return f"zone:{name}"
 
 
 def write_points(path: Path, prediction: Prediction) -> None:
@@ -253,13 +264,23 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
 
 # ---- overlays -------------------------------------------------------------------------------------------------
 
-def render_overlay(image: np.ndarray, prediction: Prediction) -> np.ndarray:
-    """The (H, W, 3) RGB `image` with what the model found drawn on it; same size as the input."""
+def render_overlay(image: np.ndarray, prediction: Prediction, show: str | None = None, zones=None,
+                   zone_counts: dict[str, float] | None = None) -> np.ndarray:
+    """The (H, W, 3) RGB `image` with what the model found drawn on it; same size as the input.
+
+    `show`: None draws what the prediction is (its dense map blended in, its points unless they are only a
+    density's local maxima); "points" the points alone; "density" the dense map alone (the points where the
+    prediction has no map). `zones` (zoo.inference.zones.Zone) are outlined with their `zone_counts`."""
+    if show not in (None, "points", "density"):
+        raise ZooError(f"unknown overlay {show!r}; choose points or density")
     canvas = image.copy()
-    if prediction.dense_map is not None:
+    has_map = prediction.dense_map is not None
+    if has_map and show != "points":
         canvas = blend_map(canvas, prediction.dense_map, prediction.map_stride)
-    if not prediction.map_is_density:
+    if show == "points" or not has_map or (show is None and not prediction.map_is_density):
         draw_points(canvas, prediction.points)
+    if zones:
+        draw_zones(canvas, zones, zone_counts)
     draw_count(canvas, prediction.count)
     return canvas
 
