@@ -355,3 +355,20 @@ def test_git_commit_marks_code_changes_dirty_and_ignores_documentation(tmp_path)
     (tmp_path / "zoo/model.py").write_text("v2\n")
     assert provenance.git_commit(tmp_path) == head + "+dirty"
     assert provenance.git_commit(tmp_path / "results").startswith(head)  # any folder of the checkout names its commit
+
+
+def test_the_table_shows_counts_only_from_loaded_weights():
+    from zoo.bench.report import table
+
+    row = {"device": "cpu", "device_name": "cpu", "status": "ok", "model": "m", "dtype": "fp32", "compile": False,
+           "channels_last": False, "runtime": "torch", "images_per_s": 1.0, "mean_count": 12.5}
+    random = table([{**row, "weights": None}], (64, 64), {})
+    trained = table([{**row, "weights": "runs/m/best.pt"}], (64, 64), {})
+    assert "count" not in [c.header for c in random.columns] and "count" in [c.header for c in trained.columns]
+
+
+def test_zoo_bench_writes_to_a_users_folder_unless_told():
+    from zoo.cli import build_parser
+
+    assert build_parser().parse_args(["bench"]).out == "bench_results/bench.csv"
+    assert BenchConfig(models=["p2pnet"]).out is None

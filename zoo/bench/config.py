@@ -47,7 +47,7 @@ class BenchConfig:
     train_step: bool = True
     weights: dict[str, str] = field(default_factory=dict)  # model -> checkpoint; enables accuracy
     data: str = "synthetic"  # accuracy is measured on the test split of this dataset
-    out: Path | None = Path("results/bench.csv")
+    out: Path | None = None  # the CSV rows are appended to (none by default; `zoo bench` names a user's folder)
     isolate: bool | None = None  # a fresh process per unit; None: on CPU only (for its peak RSS)
 
     def settings(self) -> list[Setting]:

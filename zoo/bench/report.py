@@ -55,7 +55,10 @@ def table(rows: list[dict], resolution: tuple[int, int], ceilings: dict[str, flo
                + ("CUDA max allocated." if cuda else "RSS of a fresh process per model.")
                + (" vs fp32: count difference from the fp32 row." if any(r.get("count_rel_diff") is not None
                                                                            for r in rows) else ""))
+    # A count from random weights means nothing: shown only for rows with --weights (the CSV keeps it, where
+    # it compares settings of the same seeded weights)
     shown = [dict(row, setting=setting_label(row), params_m=scaled(row.get("params_total"), 1e-6),
+                  mean_count=row.get("mean_count") if row.get("weights") else None,
                   memory_mb=row.get("cuda_peak_allocated_mb") if cuda else row.get("peak_rss_mb"),
                   ceiling_percent=scaled(row.get("ceiling_fraction"), 100),
                   count_rel_percent=scaled(row.get("count_rel_diff"), 100)) for row in rows]

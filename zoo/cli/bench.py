@@ -10,6 +10,10 @@ from zoo.cli.options import add_device
 from zoo.cli.output import console, err_console, warn
 from zoo.deploy.export import RUNTIMES
 
+# Under the working directory, never the repository's committed reference rows (results/bench.csv), which a
+# user's run would otherwise dirty
+DEFAULT_OUT = "bench_results/bench.csv"
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("bench", help="speed, FLOPs, memory (and accuracy with --weights); appends to a CSV")
@@ -35,7 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="measure training-step throughput at the recipe's crop and batch")
     p.add_argument("--weights", help="MODEL=CHECKPOINT,...: load weights and measure accuracy")
     p.add_argument("--data", default="synthetic", help="dataset whose test split scores --weights")
-    p.add_argument("--out", default="results/bench.csv", help="CSV the rows are appended to ('' for none)")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help="CSV the rows are appended to, under the working directory ('' for none); the committed "
+                        "reference rows are written only with --out results/bench.csv")
     p.add_argument("--in-process", action="store_true",
                    help="run every model in this process on CPU too (no peak-RSS figure)")
     p.add_argument("--json", action="store_true", help="last stdout line: the rows as one JSON list")
