@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from rich.markup import escape
 
-from zoo.cli import bench, convert, data, evaluate, export, listing, predict, train
+from zoo.cli import bench, convert, data, evaluate, export, info, listing, predict, train
 from zoo.cli.options import CommandParser
 from zoo.cli.output import err_console
 from zoo.core.errors import ZooError
 
 #: in the order `zoo --help` lists them
-COMMANDS = (listing, data, train, bench, evaluate, predict, convert, export)
+COMMANDS = (listing, info, data, train, bench, evaluate, predict, convert, export)
 
 
 def build_parser() -> CommandParser:

@@ -181,9 +181,14 @@ class Checkpoint:
         training = {k: self.training.get(k) for k in ("data", "format", "protocol", "seed", "amp", "device",
                                                        "channels_last", "world_size", "epochs", "steps",
                                                        "images_seen", "init_from") if k in self.training}
+        selected = None  # the validation row the selection's best value comes from
+        if self.selection and self.selection.epoch is not None:
+            selected = next((dict(r) for r in self.history if r.get("epoch") == self.selection.epoch), None)
         return {"model": self.model_name, "options": dict(self.model_kwargs), "normalization": self.normalization,
                 "threshold": self.threshold, "count_scale": self.count_scale, "training": training or None,
-                "selection": asdict(self.selection) if self.selection else None, "results": list(self.results),
+                "recipe": dict(self.recipe) or None,
+                "selection": asdict(self.selection) if self.selection else None, "selected_row": selected,
+                "results": list(self.results),
                 "source": dict(self.source) if self.source else None, "provenance": dict(self.provenance)}
 
 
