@@ -103,8 +103,9 @@ def resolve_source(word: str) -> Source:
         return Source("camera", f"camera {word}", camera=int(word))
     if not path.exists() and has_glob(word):
         found = [Path(p) for p in glob.glob(word, recursive=True)]
+        # natural order within a folder, folders in their path's order
         found = sorted((p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                       key=lambda p: natural_key(str(p)))
+                       key=lambda p: (str(p.parent), natural_key(p)))
         if not found:
             raise ZooError(f"{word}: no image files match this pattern")
         return Source("images", word, found)
@@ -216,7 +217,7 @@ def read_frames(state: Capture, capture: cv2.VideoCapture, every: int, max_frame
                 if state.length is not None and index < state.length:
                     state.stopped = f"ended at frame {index} of {state.length} (truncated, or a frame OpenCV " \
                                     "cannot decode)"
-                elif source.live:
+                elif source.live and state.length is None:  # a live feed has no end of its own
                     state.stopped = f"stopped delivering frames after frame {index} (the stream ended or dropped)"
                 return
             if source.live:
