@@ -294,6 +294,8 @@ def blend_map(image: np.ndarray, dense_map: np.ndarray, stride: int) -> np.ndarr
     level = level / peak if peak > 0 else level
     # Scaling by exactly `stride` keeps cell centres on pixel centres; the map's padding cells are cut off.
     level = cv2.resize(level, (level.shape[1] * stride, level.shape[0] * stride), interpolation=cv2.INTER_LINEAR)
+    # A map that stops short of the image's edge (floor instead of ceil cells) shows the image untouched there.
+    level = np.pad(level, ((0, max(0, h - level.shape[0])), (0, max(0, w - level.shape[1]))))
     level = np.clip(level[:h, :w], 0, 1)
     colour = cv2.cvtColor(cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
     alpha = MAP_OPACITY * level[..., None]
