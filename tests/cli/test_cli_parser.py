@@ -60,7 +60,8 @@ def test_list_fits_an_80_column_terminal():
             assert name in words and set(entry.description.split()) <= set(words)
 
 
-def test_data_check_synthetic_checks_the_generated_default():
+def test_data_check_synthetic_checks_the_generated_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_DATA", str(tmp_path))  # its own data folder: other tests leave partial ones behind
     result = zoo("data", "check", "synthetic", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
