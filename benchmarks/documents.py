@@ -445,6 +445,57 @@ MUTATION = {
     "mutmut": "mutmut version",
 }
 
+FAIR_V1 = {
+    "schema": "the file's schema and version (`search-v1`, `cells-v1`, `curves-v1`, `test-images-v1`)",
+    "row_id": "the row's id, unique in its file (e.g. `fair-v1/final/cpn/d2`); an existing id is never written again",
+    "source_row": "the row this one derives from: a final run's search trial, a test image's run",
+    "run_row": "the search or cells row of the run this validation pass belongs to",
+    "kind": "`test` (a final run's one test) or `baseline`",
+    "label": "what the row computes, in words (a baseline says which mean it predicts)",
+    "budget": "the protocol version (`fair-v1`, docs/protocol.md)",
+    "headline": "1 for the mission's architectures (the headline rows), 0 for a labelled extra row",
+    "stage": "`search` or `final`",
+    "round": "`crop` (the crop-size round) or `menu` (the improvement trials)",
+    "trial": "the trial's name on the menu (docs/protocol.md)",
+    "n_train": "training images of the draw",
+    "draw": "the draw of training images (seeded; the same images for every family)",
+    "steps": "optimizer steps",
+    "batch_size": "crops per optimizer step",
+    "crop_size": "training crop side, px",
+    "images_seen": "training crops seen (steps x batch size)",
+    "epochs": "passes over the draw's training images",
+    "lr": "learning rate of the whole network",
+    "ema_decay": "decay of the weights' moving average per step (0: no average)",
+    "bn_recalibration": "training crops per image that recompute batch norm statistics before each validation (0: off)",
+    "count_calibration": "1 when the count scale is fitted on validation",
+    "head_crops": "share of training crops placed on a head (background crops: 0)",
+    "val_mae_best": "the best validation MAE of the run (the kept pass)",
+    "val_mae_last": "the validation MAE of the last pass",
+    "val_mse_best": "the validation MSE (a root mean square) of the kept pass",
+    "best_step": "the optimizer step of the kept pass",
+    "val_mae": "validation MAE of a pass, or of the tested checkpoint",
+    "val_mse": "validation MSE (a root mean square) of a pass",
+    "step": "optimizer step of a validation pass",
+    "threshold": "decision threshold chosen on validation",
+    "count_scale": "count scale fitted on validation (1: none)",
+    "nap_0.05": "nAP at delta 0.05 (P2PNet's normalised localization AP; docs/protocol.md)",
+    "nap_0.25": "nAP at delta 0.25",
+    "nap_0.5": "nAP at delta 0.5",
+    "image": "test image file name",
+    "gt_count": "true count of the test image",
+    "pred_count": "the run's count of the test image, one view",
+    "train_seconds": "training time, s",
+    "wall_seconds": "wall-clock of the run (training, validation, test), s",
+    "cpu_hours": "wall-clock x threads / 3600",
+    "gflops_per_crop": "training GFLOPs of one crop (forward and backward)",
+    "train_pflops": "training PFLOPs of the run (or up to a pass)",
+    "run": "the run folder",
+    "checkpoint": "the tested checkpoint",
+    "threads": "torch threads of the run",
+    "precision": "autocast the run trained in (`bf16`, `off`)",
+    "allow_dirty": "1 when written from uncommitted code with --allow-dirty (left out of every report)",
+}
+
 #: a table of columns per group of CSVs, with the meanings particular to them
 COLUMN_MEANINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "bench-columns": (("bench.csv",), BENCH),
@@ -453,12 +504,14 @@ COLUMN_MEANINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "published-speed-columns": (("published_speed.csv",), PUBLISHED_SPEED),
     "int8-columns": (("int8.csv",), INT8),
     "mutation-columns": (("mutation.csv",), MUTATION),
+    "fair-v1-columns": (("search_v1.csv", "cells_v1.csv", "curves_v1.csv", "test_images_v1.csv"), FAIR_V1),
 }
 
 
 def column_table(results: Results, files: tuple[str, ...], meanings: dict[str, str]) -> Table:
     """Every column of `files` once, in the order of their headers; the ones missing from some file say so."""
     table, done = Table(("column", "meaning"), kind="columns"), set()
+    files = tuple(f for f in files if f in results.files())  # a file no run has written yet has no header to show
     for file in files:
         for column in results.header(file):
             if column in done:
@@ -489,7 +542,7 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
     "README.md": ("headline",),
     "docs/results.md": ("comparison", "comparison-columns", "synthetic-cost", "bench", "bench-columns",
                         "published-speed", "published-speed-columns", "tiling", "tiling-columns", "int8",
-                        "int8-columns", "mutation", "mutation-columns"),
+                        "int8-columns", "mutation", "mutation-columns", "fair-v1-columns"),
 }
 
 
