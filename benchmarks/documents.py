@@ -226,6 +226,24 @@ def headline(results: Results) -> Table:
     return table
 
 
+def fresh_clone(results: Results) -> Table:
+    """The latest timed fresh clone (benchmarks/fresh_clone.py): the README's commands, step by step."""
+    file = "fresh_clone.csv"
+    table = Table(("step", "command", "seconds", "exit", "load before", "load after", "machine", "cores", "commit",
+                   "date"))
+    if file not in results.files():
+        return table
+    frame = results.text(file)
+    latest = [row for row in range(len(frame)) if frame["run"].iloc[row] == frame["run"].max()]
+    for row in latest:
+        table.add(results.cell(file, "step", row), ("`", results.cell(file, "command", row), "`"),
+                  results.value(file, "seconds", row, ".0f"), results.cell(file, "rc", row),
+                  results.value(file, "load_before", row, ".2f"), results.value(file, "load_after", row, ".2f"),
+                  results.cell(file, "device_name", row), results.cell(file, "cpus", row),
+                  results.cell(file, "git_commit", row), results.day(file, row))
+    return table
+
+
 #: A table with a line per CSV row: (heading, column, how it is shown): TEXT as written, DAY a date to the day,
 #: else the number format of its value.
 TEXT, DAY = "text", "day"
@@ -496,6 +514,18 @@ FAIR_V1 = {
     "allow_dirty": "1 when written from uncommitted code with --allow-dirty (left out of every report)",
 }
 
+FRESH_CLONE = {
+    "run": "when the timed run started (UTC): the rows of one run share it; the README shows the latest",
+    "cpus": "CPU cores the machine has",
+    "step": "what a newcomer waits for: `install`, `first training` or `tests`",
+    "command": "the command as run in the fresh clone (README.md's first lines; `-q` only quietens its output)",
+    "seconds": "wall-clock of the step, s",
+    "rc": "exit code of the step",
+    "load_before": "1-minute load average when the step started (above ~0.5 on an idle 2-core machine: something "
+                   "else was running)",
+    "load_after": "1-minute load average when the step ended",
+}
+
 #: a table of columns per group of CSVs, with the meanings particular to them
 COLUMN_MEANINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "bench-columns": (("bench.csv",), BENCH),
@@ -504,6 +534,7 @@ COLUMN_MEANINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "published-speed-columns": (("published_speed.csv",), PUBLISHED_SPEED),
     "int8-columns": (("int8.csv",), INT8),
     "mutation-columns": (("mutation.csv",), MUTATION),
+    "fresh-clone-columns": (("fresh_clone.csv",), FRESH_CLONE),
     "fair-v1-columns": (("search_v1.csv", "cells_v1.csv", "curves_v1.csv", "test_images_v1.csv"), FAIR_V1),
 }
 
@@ -532,6 +563,7 @@ def column_table(results: Results, files: tuple[str, ...], meanings: dict[str, s
 
 TABLES: dict[str, Callable[[Results], Table]] = {
     "headline": headline,
+    "fresh-clone": fresh_clone,
     "comparison": comparison,
     **{name: partial(row_table, file=file, spec=spec) for name, (file, spec) in ROW_TABLES.items()},
     **{name: partial(column_table, files=files, meanings=meanings)
@@ -539,10 +571,10 @@ TABLES: dict[str, Callable[[Results], Table]] = {
 }
 #: the generated blocks of each document (paths relative to the repository root), in the order they appear
 DOCUMENTS: dict[str, tuple[str, ...]] = {
-    "README.md": ("headline",),
+    "README.md": ("fresh-clone", "headline"),
     "docs/results.md": ("comparison", "comparison-columns", "synthetic-cost", "bench", "bench-columns",
                         "published-speed", "published-speed-columns", "tiling", "tiling-columns", "int8",
-                        "int8-columns", "mutation", "mutation-columns", "fair-v1-columns"),
+                        "int8-columns", "mutation", "mutation-columns", "fresh-clone-columns", "fair-v1-columns"),
 }
 
 
