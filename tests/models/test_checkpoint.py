@@ -40,9 +40,11 @@ def predictions(path: Path, images: np.ndarray):
 def assert_predicts_as_recorded(path: Path, expected: dict) -> None:
     run, preds = predictions(path, expected["images"])
     assert run.threshold == float(expected["threshold"]) and run.model.count_scale == float(expected["count_scale"])
-    np.testing.assert_array_equal([p.count for p in preds], expected["counts"])
+    # The weights load bit for bit; the convolutions sum in an order that depends on the thread count, so the
+    # outputs are held to float32 rounding (a wrong weight, threshold or scale moves them by far more)
+    np.testing.assert_allclose([p.count for p in preds], expected["counts"], rtol=1e-6)
     for k, p in enumerate(preds):
-        np.testing.assert_array_equal(p.dense_map, expected[f"map{k}"])
+        np.testing.assert_allclose(p.dense_map, expected[f"map{k}"], rtol=1e-5, atol=1e-7)
         np.testing.assert_array_equal(p.points, expected[f"points{k}"])
 
 
