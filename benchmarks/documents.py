@@ -521,8 +521,8 @@ FRESH_CLONE = {
     "command": "the command as run in the fresh clone (README.md's first lines; `-q` only quietens its output)",
     "seconds": "wall-clock of the step, s",
     "rc": "exit code of the step",
-    "load_before": "1-minute load average when the step started (above ~0.5 on an idle 2-core machine: something "
-                   "else was running)",
+    "load_before": "1-minute load average when the step started (it still carries the previous step's work; well "
+                   "above the cores' count: something else was running)",
     "load_after": "1-minute load average when the step ended",
 }
 
