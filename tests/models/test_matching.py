@@ -73,3 +73,23 @@ def test_valid_proposals_are_the_anchors_inside_each_images_content():
     expected = (anchors[:, 0] < 30) & (anchors[:, 1] < 20)
     assert torch.equal(valid[0], expected) and valid[1].all()
     assert not torch.equal(expected, (anchors[:, 0] < 20) & (anchors[:, 1] < 30))  # height and width differ
+
+
+def test_anchor_points_cover_whole_cells_only_and_follow_the_asked_device_and_float32():
+    anchors = anchor_points(20, 28, stride=8)  # 2.5 x 3.5 cells: the partial cells get no anchors
+    assert anchors.shape == (2, 4, 2, 3) and anchors.dtype == torch.float32
+    # cell (1, 2)'s top-left anchor sits a quarter cell up and left of its centre (20, 12)
+    assert anchors[:, 0, 1, 2].tolist() == [18.0, 10.0]
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the anchors stay float32 whatever the default
+    try:
+        assert anchor_points(16, 16, stride=8).dtype == torch.float32
+    finally:
+        torch.set_default_dtype(default)
+    on_meta = anchor_points(16, 16, stride=8, device="meta")  # every part built on the asked device
+    assert on_meta.device.type == "meta" and on_meta.shape == (2, 4, 2, 2)
+
+
+def test_match_cost_of_an_empty_batch_is_empty():
+    cost = match_cost(torch.zeros(0, 5, 2), torch.zeros(0, 5), [], tau=0.05)
+    assert cost.shape == (0, 0, 5)
