@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zoo.core.errors import ZooError
-from zoo.core.files import atomic_write
+from zoo.core.files import atomic_write, sha256
 
 TIMEOUT_S = 60  # per blocking network operation, not for the whole download
 CHUNK = 1 << 20
@@ -131,10 +131,10 @@ def check_file(entry: Published, path: Path) -> None:
 
 def file_digest(path: Path, algorithm: str) -> str:
     """Hex digest of a file: `sha256`, or `git-blob-sha1` (SHA-1 of b"blob <size>\\0" + content, git's id)."""
+    if algorithm == "sha256":
+        return sha256(path)
     if algorithm == "git-blob-sha1":
         hasher = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    elif algorithm == "sha256":
-        hasher = hashlib.sha256()
     else:
         raise ZooError(f"{path}: unknown hash algorithm {algorithm!r}")
     with open(path, "rb") as f:
