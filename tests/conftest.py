@@ -1,6 +1,7 @@
 """Fixtures every test gets. Helpers live in tests/support (on the path as `support`)."""
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -11,3 +12,12 @@ def data_outside_the_checkout(tmp_path_factory):
     patch.setenv("ZOO_DATA", str(tmp_path_factory.mktemp("zoo_data")))
     yield
     patch.undo()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions on a busy 2-core machine: a second thread only adds waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

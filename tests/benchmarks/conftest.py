@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the benchmarks/ scripts live beside zoo/
 
@@ -28,11 +27,3 @@ def mini_cells(tmp_path_factory):
         cv2.imwrite(str(folder / f"{k:03d}dots.png"), dots)
     return folder
 
-
-@pytest.fixture
-def single_thread():
-    """Tiny convolutions on a busy 2-core machine: a second thread only adds waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -38,13 +38,7 @@ TINY = Budget(name="tiny", models=("tiny_density",), cells_sizes=(4,), cells_dra
               cells_crops=8, synthetic_crops=8, street_crops=8, street_crop_size=24, validations=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions on a busy 2-core machine: a second thread only adds waiting (10x slower measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: a second thread only waits
 
 
 

@@ -26,7 +26,7 @@ TINY = FairBudget(name="tiny-fair", headline=("tiny_density",), extras=(), n_tra
 
 
 @pytest.fixture
-def setup(tmp_path, mini_cells, single_thread, monkeypatch):
+def setup(tmp_path, mini_cells, one_thread, monkeypatch):
     monkeypatch.setattr(fair, "git_commit", lambda: "abc1234")  # a clean tree, whatever the checkout's state
     return fair.FairSetup(cells=mini_cells, results=tmp_path / "results", runs=tmp_path / "runs", amp="off",
                           channels_last=False, console=Console(quiet=True))

@@ -229,14 +229,6 @@ def test_count_scale_multiplies_the_count_the_map_and_the_peak_threshold_sees():
     np.testing.assert_allclose(prediction.points, [[4, 4], [20, 4]])  # 0.3 x 2 clears 0.5; 0.1 x 2 does not
 
 
-@pytest.fixture
-def one_thread():
-    # On these 32x32 inputs two threads ran 6x slower than one (57 s vs 9 s of CPU for this test).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_learns_to_count_blobs(one_thread):
     torch.manual_seed(0)
