@@ -71,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             budget = get_budget(args.budget)
             if args.models:
-                chosen = tuple(m.strip() for m in args.models.split(",") if m.strip())
-                strays = sorted(set(chosen) - set(budget.models))
-                if strays:
-                    raise ZooError(f"--models {', '.join(strays)}: not in the {budget.name} budget "
-                                   f"({', '.join(budget.models)})")
-                budget = replace(budget, models=chosen)
+                budget = replace(budget, models=chosen_models(args.models, budget.name, budget.models))
             protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
             unknown = sorted(set(protocols) - set(PROTOCOLS))
             if unknown:
@@ -99,6 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def chosen_models(text: str, budget: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """`--models`' comma-separated names, each one of the budget's."""
+    chosen = tuple(m.strip() for m in text.split(",") if m.strip())
+    strays = sorted(set(chosen) - set(allowed))
+    if strays:
+        raise ZooError(f"--models {', '.join(strays)}: not in the {budget} budget ({', '.join(allowed)})")
+    return chosen
+
+
 def run_fair(args: argparse.Namespace, console: Console) -> None:
     """A fair budget's stage (docs/protocol.md), then its page docs/comparison.md from the CSVs."""
     budget = FAIR_BUDGETS[args.budget]
@@ -107,11 +111,7 @@ def run_fair(args: argparse.Namespace, console: Console) -> None:
             raise ZooError(f"--budget {budget.name} runs in stages: pass --stage search or --stage final")
         models = budget.models if args.extras else budget.headline
         if args.models:
-            models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-            strays = sorted(set(models) - set(budget.models))
-            if strays:
-                raise ZooError(f"--models {', '.join(strays)}: not in the {budget.name} budget "
-                               f"({', '.join(budget.models)})")
+            models = chosen_models(args.models, budget.name, budget.models)
         draws = budget.draws if args.draws is None else args.draws
         if draws < budget.draws:
             raise ZooError(f"--draws {draws}: {budget.name} runs at least {budget.draws} draws")
