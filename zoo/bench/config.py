@@ -8,15 +8,13 @@ from pathlib import Path
 from zoo.core.device import resolve_device
 from zoo.core.errors import ZooError
 from zoo.core.precision import DTYPES
-from zoo.deploy.export import RUNTIMES
-
-ONNX_DTYPES = ("fp32", "int8")  # what onnxruntime runs: the fp32 export, or its int8 quantization (zoo.deploy.quantize)
+from zoo.deploy.export import EXPORTED_DTYPES, RUNTIMES
 
 
 @dataclass(frozen=True)
 class Setting:
     """How a model runs: numeric type (bf16 and fp16 through autocast), memory layout, torch.compile, and the
-    runtime of the forward pass (torch, or onnxruntime on the exported fp32 NCHW graph)."""
+    runtime of the forward pass (torch, or onnxruntime or OpenVINO on the exported NCHW graph)."""
 
     dtype: str
     channels_last: bool = False
@@ -37,7 +35,7 @@ class BenchConfig:
     dtypes: tuple[str, ...] = ("bf16",)
     channels_last: bool = False
     compile: bool = False
-    runtimes: tuple[str, ...] = ("torch",)  # onnxruntime runs fp32 and int8, without channels_last or compile
+    runtimes: tuple[str, ...] = ("torch",)  # the others run EXPORTED_DTYPES, without channels_last or compile
     calibration: str = "synthetic"  # int8: the dataset whose training images calibrate the activation ranges
     fp32_reference: bool = False  # also run plain fp32 first, the reference of count_rel_diff and speedup
     device: str = "cpu"
@@ -53,8 +51,8 @@ class BenchConfig:
     def settings(self) -> list[Setting]:
         chosen = [Setting(d, self.channels_last, self.compile) for d in self.dtypes
                   if "torch" in self.runtimes and d != "int8"]
-        if "onnxruntime" in self.runtimes:
-            chosen += [Setting(d, runtime="onnxruntime") for d in self.dtypes if d in ONNX_DTYPES]
+        for runtime in self.exported_runtimes():
+            chosen += [Setting(d, runtime=runtime) for d in self.dtypes if d in EXPORTED_DTYPES[runtime]]
         reference = Setting("fp32")
         if self.fp32_reference and reference not in chosen:
             chosen.insert(0, reference)
@@ -70,13 +68,21 @@ class BenchConfig:
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
         if unknown or not self.runtimes:
             raise ZooError(f"--runtime {','.join(unknown)}: unknown; choose from {', '.join(RUNTIMES)}")
-        if "onnxruntime" in self.runtimes and self.device != "cpu":
-            raise ZooError(f"--runtime onnxruntime runs on the CPU here; not --device {self.device}")
-        if "onnxruntime" in self.runtimes and not set(self.dtypes) & set(ONNX_DTYPES):
-            raise ZooError("--runtime onnxruntime runs the fp32 export or its int8 quantization; add fp32 or int8 "
-                           "to --dtype")
-        if "int8" in self.dtypes and "onnxruntime" not in self.runtimes:
-            raise ZooError("--dtype int8 runs on onnxruntime (static quantization); add --runtime onnxruntime")
+        for runtime in self.exported_runtimes():
+            dtypes = EXPORTED_DTYPES[runtime]
+            if self.device != "cpu":
+                raise ZooError(f"--runtime {runtime} runs on the CPU here; not --device {self.device}")
+            if not set(self.dtypes) & set(dtypes):
+                raise ZooError(f"--runtime {runtime} runs the export at {', '.join(dtypes)}; add "
+                               f"{' or '.join(dtypes)} to --dtype")
+            if runtime == "openvino":  # before exporting: the package, and bf16 instructions for a bf16 row
+                from zoo.deploy.runtime import check_openvino_dtype
+
+                for dtype in set(self.dtypes) & set(dtypes):
+                    check_openvino_dtype(dtype)
+        if "int8" in self.dtypes and not self.exported_runtimes():
+            raise ZooError(f"--dtype int8 runs on {' or '.join(EXPORTED_DTYPES)} (static quantization); add "
+                           "--runtime onnxruntime or openvino")
         if min(self.resolution) < 1 or min(self.batch_sizes, default=0) < 1:
             raise ZooError("--resolution and --batch-sizes must be positive")
         if self.iters < 1 or self.warmup < 0 or self.train_iters < 1:
@@ -87,14 +93,21 @@ class BenchConfig:
         if strays:
             raise ZooError(f"--weights names {', '.join(strays)}, which --models does not include")
 
+    def exported_runtimes(self) -> list[str]:
+        """The chosen runtimes that run the exported file, in the order given."""
+        return [r for r in self.runtimes if r in EXPORTED_DTYPES]
+
     def notes(self) -> list[str]:
-        """What the chosen flags leave out of the onnxruntime rows."""
-        if "onnxruntime" not in self.runtimes:
-            return []
-        unused = [d for d in self.dtypes if d not in ONNX_DTYPES] + ["channels_last"] * self.channels_last
-        unused += ["compile"] * self.compile
-        return [f"onnxruntime rows are fp32 or int8 on NCHW inputs, not compiled ({', '.join(unused)}: torch rows "
-                "only)"] if unused else []
+        """What the chosen flags leave out of the rows of each runtime of the exported file."""
+        notes = []
+        for runtime in self.exported_runtimes():
+            dtypes = EXPORTED_DTYPES[runtime]
+            unused = [d for d in self.dtypes if d not in dtypes] + ["channels_last"] * self.channels_last
+            unused += ["compile"] * self.compile
+            if unused:
+                notes.append(f"{runtime} rows are {' or '.join(dtypes)} on NCHW inputs, not compiled "
+                             f"({', '.join(unused)}: torch rows only)")
+        return notes
 
 
 @dataclass
@@ -116,7 +129,7 @@ class Unit:
     data: str | None = None  # accuracy on this dataset's test split (needs weights)
     isolated: bool = False  # running in a fresh process: its peak RSS is this unit's
     runtime: str = "torch"
-    onnx: str | None = None  # onnxruntime: the model's file, exported (and quantized) before the unit runs
+    onnx: str | None = None  # onnxruntime, openvino: the model's file, exported (and quantized) before the unit runs
     calibration: str | None = None  # int8: the dataset whose training images calibrated it
 
     def to_dict(self) -> dict:

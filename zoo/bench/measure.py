@@ -20,12 +20,13 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from zoo.bench.config import Unit
+from zoo.core import provenance
 from zoo.core.errors import ZooError
 from zoo.core.precision import AMP_OF_DTYPE, autocast, torch_dtype
 from zoo.data import transforms as T
 from zoo.data.collate import collate
 from zoo.data.synthetic import synthesize_image
-from zoo.deploy.export import export_onnx, require
+from zoo.deploy.export import DEFAULT_OPSET, export_onnx, require
 from zoo.deploy.fold import prepare_for_inference
 from zoo.inference.evaluate import evaluate
 from zoo.inference.predict import load_inference
@@ -51,7 +52,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def matmul_ceiling(device: torch.device, dtype: str, repeats: int = 2, budget_seconds: float = 20.0) -> float:
-    """GFLOP/s of a large square matmul at `dtype`: the machine's practical peak, measured in the run it rates.
+    """GFLOP/s of a large square matmul at `dtype` (int8: GOP/s of u8 x s8 -> s32 products, `INT8_ROUTES`): the
+    machine's practical peak, measured in the run it rates.
 
     The best of `repeats` timed products (after one warm-up) over torch's two GEMM routes: `a @ b` (MKL or
     cuBLAS) and the same product as a channels-last 1x1 convolution (oneDNN or cuDNN, the convolutions' route).
@@ -67,7 +69,7 @@ def matmul_ceiling(device: torch.device, dtype: str, repeats: int = 2, budget_se
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
     best = 0.0
     try:
-        for route in ROUTES:
+        for route in INT8_ROUTES if dtype == "int8" else ROUTES:
             n = full // 4
             seconds = product_seconds(route, n, device, dtype, repeats)
             if seconds * (full // n) ** 3 * (repeats + 1) <= budget_seconds:
@@ -79,10 +81,29 @@ def matmul_ceiling(device: torch.device, dtype: str, repeats: int = 2, budget_se
 
 
 ROUTES = ("matmul", "conv")
+# int8: onnxruntime's MatMulInteger, uint8 activations by int8 constant weights into int32 sums, the product the
+# int8 rows' quantized convolutions reduce to. Its weights are a constant, packed once for the CPU's int8
+# instructions (VNNI, AMX) as a quantized model's are. torch has no such route on the CPU: `torch._int_mm` is
+# int8 x int8 by a reference loop that uses none of those instructions, and its quantized engines are deprecated.
+# onnxruntime is present wherever int8 rows run: it calibrates their quantization (zoo.deploy.quantize).
+INT8_ROUTES = ("matmul_integer",)
+
+
+def ceiling_instructions(device: torch.device, dtype: str) -> str | None:
+    """The instruction set a `dtype` product can use on this CPU (provenance.cpu_instructions): AMX, or the
+    AVX-512 extension of the type's own (avx512_bf16, avx512_vnni), else the widest vector unit (avx512, avx2),
+    where bf16 and int8 are converted or widened in float32 or int16 steps. None on CUDA or another CPU."""
+    if device.type != "cpu":
+        return None
+    found = provenance.cpu_instructions()
+    own = {"bf16": ("amx", "avx512_bf16"), "int8": ("amx", "avx512_vnni")}.get(dtype, ())
+    return next((name for name in (*own, "avx512", "avx2") if found[name]), None)
 
 
 def product_seconds(route: str, n: int, device: torch.device, dtype: str, repeats: int) -> float:
-    """The best time of an n x n by n x n product at `dtype` by `route` (one of ROUTES)."""
+    """The best time of an n x n by n x n product at `dtype` by `route` (one of ROUTES, or INT8_ROUTES)."""
+    if route == "matmul_integer":
+        return integer_product_seconds(n, repeats)
     kind = torch_dtype(dtype)
     a, b = torch.randn(n, n, device=device).to(kind), torch.randn(n, n, device=device).to(kind)
     if route == "matmul":
@@ -90,6 +111,26 @@ def product_seconds(route: str, n: int, device: torch.device, dtype: str, repeat
     pixels = a.view(1, 64, n // 64, n).permute(0, 3, 1, 2)  # the rows of `a` as an NHWC image with n channels
     weight = b.view(n, n, 1, 1)
     return best_seconds(lambda: F.conv2d(pixels, weight), device, repeats)
+
+
+def integer_product_seconds(n: int, repeats: int) -> float:
+    """The best time of an n x n uint8 by n x n int8 product into int32 on onnxruntime (`INT8_ROUTES`), on torch's
+    thread count as the runtimes' rows use."""
+    require("onnx")
+    ort = require("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(SEED)
+    weight = numpy_helper.from_array(rng.integers(-128, 128, (n, n), dtype=np.int8), "b")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8_ceiling",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    activations = rng.integers(0, 256, (n, n), dtype=np.uint8)
+    return best_seconds(lambda: session.run(None, {"a": activations}), torch.device("cpu"), repeats)
 
 
 def best_seconds(call, device: torch.device, repeats: int) -> float:
@@ -157,7 +198,7 @@ def build(unit: Unit) -> tuple[torch.nn.Module, float]:
 
 def export_for_unit(unit: Unit, path: Path) -> str:
     """The unit's model, built as `build` builds it (the same seeded weights), prepared for inference and exported
-    to `path` for onnxruntime; an int8 unit's export is then quantized, calibrated on the training images of
+    to `path` for its runtime; an int8 unit's export is then quantized, calibrated on the training images of
     `unit.calibration`. Done before the unit's own process starts: the exporter's memory is not the runtime's,
     and its peak would otherwise be the unit's peak RSS."""
     model, threshold = build(unit)
@@ -172,12 +213,12 @@ def export_for_unit(unit: Unit, path: Path) -> str:
 
 
 def inference_runner(unit: Unit, inference):
-    """What the timed passes call: the prepared model, compiled or not, or the unit's ONNX file on onnxruntime
-    (with torch's threads)."""
-    if unit.runtime == "onnxruntime":
-        from zoo.deploy.runtime import OnnxRunner
+    """What the timed passes call: the prepared model, compiled or not, or the unit's ONNX file on its runtime
+    (with torch's threads; OpenVINO at the unit's dtype)."""
+    if unit.runtime != "torch":
+        from zoo.deploy.runtime import exported_runner
 
-        return OnnxRunner(unit.onnx)
+        return exported_runner(unit.runtime, unit.onnx, unit.dtype)
     if not unit.compile:
         return inference
     import torch._inductor.config as inductor
@@ -213,10 +254,12 @@ def measure_unit(unit: Unit) -> dict:
     row.update(peak_memory(device, unit.isolated))
     if unit.runtime == "onnxruntime":
         row["onnxruntime"] = require("onnxruntime").__version__
+    elif unit.runtime == "openvino":  # the CSV has no column of its own for it (its schema stays the same)
+        row.setdefault("note", f"openvino {require('openvino').__version__}")
     if unit.weights and unit.data:
-        # onnxruntime scores its own outputs; torch scores eagerly (compiling again for each image size would
-        # cost more than the scoring)
-        forward = runner if unit.runtime == "onnxruntime" else inference
+        # an exported runtime scores its own outputs; torch scores eagerly (compiling again for each image size
+        # would cost more than the scoring)
+        forward = inference if unit.runtime == "torch" else runner
         row.update(accuracy(inference, unit, device, threshold, forward))
     if unit.train_step:
         trainer = torch.compile(model) if unit.compile else model

@@ -47,9 +47,13 @@ TABLE_COLUMNS = {  # key -> heading; a column is shown when some row has a value
 }
 
 
-def table(rows: list[dict], resolution: tuple[int, int], ceilings: dict[str, float]) -> Table:
+def table(rows: list[dict], resolution: tuple[int, int], ceilings: dict[str, float],
+          instructions: dict[str, str | None] | None = None) -> Table:
+    """The rows as a terminal table; `ceilings` (GFLOP/s; int8: GOP/s) and the instructions each can use
+    (`instructions`, by dtype) are named in the caption."""
     cuda = bool(rows) and rows[0]["device"].startswith("cuda")
-    ceiling_text = ", ".join(f"{d} {g:,.0f} GFLOP/s" for d, g in ceilings.items())
+    instructions = instructions or {}
+    ceiling_text = ", ".join(describe_ceiling(d, g, instructions.get(d)) for d, g in ceilings.items())
     caption = (f"GFLOPs = 2 x GMACs per image (torch.utils.flop_counter). % peak: achieved FLOP/s over a matmul "
                f"measured in this run ({ceiling_text}). Peak MB: "
                + ("CUDA max allocated." if cuda else "RSS of a fresh process per model.")
@@ -70,6 +74,12 @@ def table(rows: list[dict], resolution: tuple[int, int], ceilings: dict[str, flo
     for row in shown:
         out.add_row(*[format_cell(key, row.get(key)) for key in keys], style=None if row["status"] == "ok" else "red")
     return out
+
+
+def describe_ceiling(dtype: str, gflops: float, instructions: str | None) -> str:
+    """E.g. "int8 900 GOP/s (avx512_vnni)": an int8 product's operations are integer ones."""
+    unit = "GOP/s" if dtype == "int8" else "GFLOP/s"
+    return f"{dtype} {gflops:,.0f} {unit}" + (f" ({instructions})" if instructions else "")
 
 
 def scaled(value, factor: float):

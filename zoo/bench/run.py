@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from zoo.bench import report
 from zoo.bench.config import BenchConfig, Unit
-from zoo.bench.measure import export_for_unit, matmul_ceiling, measure_unit, release
+from zoo.bench.measure import ceiling_instructions, export_for_unit, matmul_ceiling, measure_unit, release
 from zoo.bench.worker import run_isolated
 from zoo.core import provenance
 from zoo.core.errors import ZooError
@@ -30,16 +30,17 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> list[dict]:
     settings = cfg.settings()
     for note in cfg.notes():
         console.print(f"note: {note}")
-    ceilings = {}
+    ceilings, instructions = {}, {}
     for dtype in dict.fromkeys(s.dtype for s in settings):
-        if dtype != "int8":  # no int8 product is timed: int8 rows have no ceiling
-            ceilings[dtype] = matmul_ceiling(device, dtype)
-            console.print(f"ceiling: {dtype} matmul {ceilings[dtype]:,.0f} GFLOP/s on {environment['device_name']}")
+        ceilings[dtype] = matmul_ceiling(device, dtype)
+        instructions[dtype] = ceiling_instructions(device, dtype)
+        console.print(f"ceiling: {report.describe_ceiling(dtype, ceilings[dtype], instructions[dtype])} matmul on "
+                      f"{environment['device_name']}")
     rows = []
     # Removed at the end, or by its finalizer when a unit raises.
     exported = tempfile.TemporaryDirectory(prefix="zoo-bench-onnx-")
     for model in cfg.models:
-        onnx = {}  # one export per model and dtype serves all its batch sizes
+        onnx = {}  # one export per model and file (fp32, or int8) serves all its runtimes and batch sizes
         for setting in settings:
             first = None
             for batch_size in cfg.batch_sizes:
@@ -51,12 +52,12 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> list[dict]:
                             weights=cfg.weights.get(model), data=cfg.data if model in cfg.weights else None,
                             isolated=isolate, runtime=setting.runtime,
                             calibration=cfg.calibration if setting.dtype == "int8" else None)
-                if setting.runtime == "onnxruntime":
-                    if setting.dtype not in onnx:
-                        console.print(f"exporting {model} to ONNX ({setting.dtype}) ...")
-                        path = Path(exported.name) / f"{model}-{setting.dtype}.onnx"
-                        onnx[setting.dtype] = export_for_unit(unit, path)
-                    unit.onnx = onnx[setting.dtype]
+                if setting.runtime != "torch":
+                    kind = "int8" if setting.dtype == "int8" else "fp32"  # bf16 is OpenVINO's precision of fp32
+                    if kind not in onnx:
+                        console.print(f"exporting {model} to ONNX ({kind}) ...")
+                        onnx[kind] = export_for_unit(unit, Path(exported.name) / f"{model}-{kind}.onnx")
+                    unit.onnx = onnx[kind]
                 console.print(f"measuring {model} {setting.label} batch {batch_size} ...")
                 measured = run_isolated(unit) if isolate else measure_in_process(unit, device)
                 if measured.get("stderr"):
@@ -74,7 +75,7 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> list[dict]:
     add_derived(rows)
     # Piped or redirected output gets a readable width instead of rich's 80 columns; a terminal keeps its own.
     wide = console if console.is_terminal else Console(file=console.file, width=max(console.width, 180))
-    wide.print(report.table(rows, cfg.resolution, ceilings))
+    wide.print(report.table(rows, cfg.resolution, ceilings, instructions))
     if cfg.out is not None:
         report.append_csv(cfg.out, rows)
         console.print(f"{len(rows)} row(s) appended to {escape(str(cfg.out))}")

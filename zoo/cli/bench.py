@@ -21,14 +21,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resolution", default="768x1024", help="HEIGHTxWIDTH of the timed input")
     p.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,8")
     p.add_argument("--dtype", default="bf16",
-                   help="fp32, bf16 or fp16 (CUDA) via autocast, int8 (onnxruntime, quantized); a list compares them")
+                   help="fp32, bf16 or fp16 (CUDA) via autocast, int8 (onnxruntime or openvino, quantized); a list "
+                        "compares them")
     p.add_argument("--fp32-reference", action="store_true",
                    help="also run plain fp32 first: the reference of the speedup and count-difference columns")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compiling)")
     p.add_argument("--runtime", default="torch",
-                   help=f"{' or '.join(RUNTIMES)} (CPU, fp32 or int8: the model exported to ONNX); a list compares "
-                        "them")
+                   help=f"{' or '.join(RUNTIMES)} (the others than torch run the model exported to ONNX on the "
+                        "CPU: onnxruntime fp32 or int8, openvino fp32, bf16 or int8); a list compares them")
     p.add_argument("--calibration", default="synthetic", metavar="DATA",
                    help="--dtype int8: dataset whose training images calibrate the quantization")
     add_device(p)

@@ -83,9 +83,12 @@ def add_trust_pickle(p: argparse.ArgumentParser) -> None:
 
 def add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=RUNTIMES,
-                   help="what runs the network: torch (default) or onnxruntime (CPU, float32; the model is exported "
-                        "for the run unless --onnx names a file)")
-    p.add_argument("--onnx", metavar="FILE", help="a `zoo export` file of --weights, run on onnxruntime")
+                   help="what runs the network: torch (default), onnxruntime (CPU, float32) or openvino (CPU, "
+                        "float32, or bf16 with --amp bf16); the model is exported for the run unless --onnx names a "
+                        "file")
+    p.add_argument("--onnx", metavar="FILE",
+                   help="a `zoo export` file of --weights (fp32 or int8), run on onnxruntime unless --runtime says "
+                        "openvino")
 
 
 def on_runtime(run, args):
@@ -94,13 +97,16 @@ def on_runtime(run, args):
     runtime = args.runtime or ("onnxruntime" if args.onnx else "torch")
     if runtime == "torch":
         if args.onnx:
-            raise ZooError("--onnx FILE runs on onnxruntime, not --runtime torch")
+            raise ZooError("--onnx FILE runs on onnxruntime or openvino, not --runtime torch")
         from zoo.core.precision import slow_amp_note
 
         warn(slow_amp_note(run.device, run.amp))
         return run
-    if args.amp not in (None, "off"):
-        warn(f"--amp {args.amp} does not apply to --runtime onnxruntime: the exported model runs in float32")
-    from zoo.deploy.runtime import with_onnxruntime
+    dtype = "fp32"
+    if runtime == "openvino" and args.amp == "bf16":
+        dtype = "bf16"  # OpenVINO's inference precision hint; any other --amp runs float32, saying so
+    elif args.amp not in (None, "off"):
+        warn(f"--amp {args.amp} does not apply to --runtime {runtime}: the exported model runs in float32")
+    from zoo.deploy.runtime import with_exported
 
-    return with_onnxruntime(run, args.weights, args.onnx)
+    return with_exported(run, args.weights, args.onnx, runtime, dtype)

@@ -44,10 +44,19 @@ def device_name(device: torch.device) -> str:
     bf16 and int8 speed depends on them), e.g. "AMD EPYC (AVX512, BF16, VNNI)"."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    extras = [name for name, present in (("BF16", torch.cpu._is_avx512_bf16_supported()),
-                                         ("VNNI", torch.cpu._is_vnni_supported()),
-                                         ("AMX", torch.cpu._is_amx_tile_supported())) if present]
+    found = cpu_instructions()
+    extras = [label for key, label in (("avx512_bf16", "BF16"), ("avx512_vnni", "VNNI"), ("amx", "AMX"))
+              if found[key]]
     return f"{cpu_model()} ({', '.join([torch.backends.cpu.get_cpu_capability(), *extras])})"
+
+
+def cpu_instructions() -> dict[str, bool]:
+    """Which x86 instruction sets of those that decide fp32, bf16 and int8 product speed this CPU has, as torch
+    detects them from the CPU's flags (its kernels dispatch on the same detection)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return {"avx2": capability in ("AVX2", "AVX512"), "avx512": capability == "AVX512",
+            "avx512_vnni": torch.cpu._is_vnni_supported(), "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
+            "amx": torch.cpu._is_amx_tile_supported()}
 
 
 

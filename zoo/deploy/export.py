@@ -28,7 +28,10 @@ from zoo.core.errors import ZooError
 from zoo.core.files import sha256
 
 DEFAULT_OPSET = 18
-RUNTIMES = ("torch", "onnxruntime")  # what runs a model's forward pass (--runtime); decoding is always the family's
+#: what runs a model's forward pass (--runtime); decoding is always the family's
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+#: the numeric types each runtime of the exported file runs it at: int8 is its quantization (zoo.deploy.quantize)
+EXPORTED_DTYPES = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
 ONNX_INSTALL = "pip install 'crowd-zoo[onnx]'"
 INPUT_NAME = "images"
 CHECKPOINT_DIGEST = "zoo.checkpoint_sha256"
@@ -36,12 +39,13 @@ INPUT_NOTE = ("images (batch, 3, height, width) float32: RGB / 255 normalized by
               "zero-padded at the bottom and right so that height and width are multiples of zoo.stride")
 
 
-def require(module: str):
-    """Import one of the `onnx` extra's packages, or say in one line how to install them."""
+def require(module: str, why: str = f"ONNX export and onnxruntime need it: {ONNX_INSTALL}"):
+    """Import an optional package (by default one of the `onnx` extra's), or say in one line why it is needed and
+    how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ZooError(f"{module} is not installed; ONNX export and onnxruntime need it: {ONNX_INSTALL}") from None
+        raise ZooError(f"{module} is not installed; {why}") from None
 
 
 def flatten_outputs(outputs, prefix: str = "") -> tuple[list[str], object]:
