@@ -58,7 +58,8 @@ def card_of(target: str, model: str | None = None, size: tuple[int, int] = SIZE,
         network = build_model(target)
         entry = get_entry(target)
         card = {"weights": None, "model": target, "options": {}, "normalization": imagenet_normalization(),
-                "threshold": None, "count_scale": 1.0, "training": None, "recipe": asdict(entry.recipe),
+                "threshold": None, "count_scale": 1.0, "count_floor": 0.0, "training": None,
+                "recipe": asdict(entry.recipe),
                 "selection": None, "selected_row": None, "results": [], "source": None, "provenance": {}}
     else:
         raise ZooError(f"{target}: neither a weights file nor a registered model ({', '.join(list_models())})")
@@ -110,7 +111,8 @@ def card_lines(card: dict) -> list[str]:
              f"input: RGB in [0, 1], normalised with mean {card['normalization']['mean']} "
              f"std {card['normalization']['std']}, padded to the model's stride",
              "threshold: " + (plain(card["threshold"]) if card["threshold"] is not None else "the recipe's")
-             + f", count scale: {plain(card['count_scale'])}"]
+             + f", count scale: {plain(card['count_scale'])}"
+             + (f", count floor: {plain(card['count_floor'])} people" if card["count_floor"] else "")]
     if card["training"]:
         lines.append(f"training: {plain(card['training'])}")
     if card["recipe"]:

@@ -120,7 +120,7 @@ def render_scene(key: list[int], size, points: np.ndarray) -> np.ndarray:
     adding or removing people changes nothing else in the scene; tests rely on that to isolate one person.
     """
     background_rng, finish_rng = (np.random.default_rng([*key, stream]) for stream in (1, 2))
-    canvas = _background(background_rng, size)
+    canvas = render_background(background_rng, size)
     for x, y in points[np.argsort(points[:, 1], kind="stable")]:  # far (top) first: nearer people occlude
         person_rng = np.random.default_rng([*key, 3, round(x * _SUBPIXEL), round(y * _SUBPIXEL)])
         draw_person(canvas, person_rng, x, y, float(head_radius(y, size[0])))
@@ -269,7 +269,7 @@ def _ellipse(canvas, x, y, half_width, half_height, colour, arc=(0, 360)) -> Non
     cv2.ellipse(canvas, centre, axes, 0, arc[0], arc[1], colour, -1, cv2.LINE_AA, _SUBPIXEL_BITS)
 
 
-def _background(rng: np.random.Generator, size) -> np.ndarray:
+def render_background(rng: np.random.Generator, size) -> np.ndarray:
     """A tilted two-colour gradient with coarse texture and grain, plus rectangles and lines as clutter."""
     height, width = size
     start, end = rng.uniform(40, 220, (2, 3))

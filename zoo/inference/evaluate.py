@@ -13,6 +13,7 @@ from zoo.core.errors import ZooError
 from zoo.core.precision import autocast
 from zoo.data.collate import collate, stack_padded
 from zoo.data.dataset import PointDataset, is_pose
+from zoo.inference.floor import apply_floor
 from zoo.inference.views import VIEW_COUNTS, VIEWS
 from zoo.metrics.counting import Evaluator
 from zoo.metrics.pose import PoseEvaluator
@@ -47,7 +48,7 @@ def evaluate(model, records, key: str, *, threshold: float, **options) -> Evalua
 @torch.no_grad()
 def evaluate_thresholds(model, records, key: str, *, thresholds: Sequence[float], device="cpu", amp: str = "off",
                         channels_last: bool = False, batch_size: int = 1, workers: int = 0, on_image=None,
-                        forward=None, views: int = 1) -> list[Evaluator]:
+                        forward=None, views: int = 1, count_floor: float = 0.0) -> list[Evaluator]:
     """One evaluator per decision threshold, from one forward pass per image and view (the threshold only
     decodes).
 
@@ -58,6 +59,7 @@ def evaluate_thresholds(model, records, key: str, *, thresholds: Sequence[float]
     `on_image(prediction, batch_index_meta)` is called for every image, with its prediction at the first
     threshold (used by `zoo predict`-like callers).
     `forward` (images -> outputs) runs in place of `model` (another runtime of it); `model` decodes.
+    `count_floor` (zoo.inference.floor) applies to each image's count as scored (after the views' mean).
     """
     check_views(views, records)
     dataset = PointDataset(records, key, stride=model.stride)
@@ -84,6 +86,7 @@ def evaluate_thresholds(model, records, key: str, *, thresholds: Sequence[float]
                 counts += [[p.count for p in model.decode(out, view_sizes, threshold)] for out, view_sizes in others]
                 predictions = [replace(p, count=sum(c) / len(c))
                                for p, c in zip(predictions, zip(*counts, strict=True), strict=True)]
+            predictions = [apply_floor(p, count_floor) for p in predictions]
             for prediction, points, size, meta in zip(predictions, batch.points, batch.sizes, batch.meta,
                                                       strict=True):
                 evaluator.add(prediction, points.numpy(), tuple(size.tolist()), name=meta["path"], meta=meta)

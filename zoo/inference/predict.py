@@ -29,10 +29,11 @@ from zoo.core.paths import data_dir
 from zoo.core.precision import autocast, check_amp
 from zoo.core.types import Prediction
 from zoo.data import transforms as T
-from zoo.data.dataset import resolve_splits
+from zoo.data.dataset import Splits, resolve_splits
 from zoo.data.readers import load_image
 from zoo.deploy.fold import prepare_for_inference
 from zoo.inference.evaluate import evaluate
+from zoo.inference.floor import apply_floor
 from zoo.inference.sources import resolve_source
 from zoo.inference.tiling import Tiling, predict_tiled
 from zoo.inference.zones import ZoneCounter, draw_zones
@@ -55,6 +56,7 @@ class Inference:
     threshold: float
     amp: str
     channels_last: bool
+    count_floor: float = 0.0  # the checkpoint's (zoo.inference.floor); applied to whole frames
     # images -> the model's outputs dict: the model itself, or another runtime of it (zoo.deploy.runtime); `model`
     # still decodes them
     forward: Callable[[torch.Tensor], dict] | None = None
@@ -87,7 +89,7 @@ def load_inference(weights: str | Path, name: str | None = None, *, device: str 
     channels_last = bool(recorded.get("channels_last", False))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return Inference(model, checkpoint, target, float(threshold), amp, channels_last)
+    return Inference(model, checkpoint, target, float(threshold), amp, channels_last, float(checkpoint.count_floor))
 
 
 SYNTHETIC_ONLY_NOTE = ("this model was trained only on the synthetic crowds: counts on real photos are not "
@@ -105,21 +107,29 @@ def synthetic_only_note(checkpoint: Checkpoint, inputs: list[str | Path]) -> str
     return SYNTHETIC_ONLY_NOTE if outside else None
 
 
+def recorded_splits(checkpoint: Checkpoint, fmt: str | None = None) -> Splits:
+    """The dataset's splits exactly as the training run made them: its recorded data, format, seed and validation
+    share (the synthetic default when it recorded none)."""
+    recorded = checkpoint.training
+    return resolve_splits(recorded.get("data", "synthetic"), fmt or recorded.get("format", "auto"),
+                          recorded.get("seed", 0), recorded.get("val_fraction"))
+
+
 def evaluate_checkpoint(run: Inference, data: str | None = None, fmt: str | None = None,
                         split: str = "test", views: int = 1) -> Evaluator:
     """Score `run` on a split. Without `data`, the split comes from the dataset, format, seed and validation
     share the training run recorded, so it is the very split the trainer tested on. With `data`, an unsplit list
     is scored whole as the split the user names; a dataset with named splits must have that split. `views`:
     count metrics score each image's mean count over that many test-time views (zoo.inference.evaluate.VIEWS)."""
-    recorded = run.checkpoint.training
-    explicit = data is not None
-    if not explicit:
-        data, fmt = recorded.get("data", "synthetic"), fmt or recorded.get("format", "auto")
-    splits = resolve_splits(data, fmt or "auto", recorded.get("seed", 0),
-                            None if explicit else recorded.get("val_fraction"))
-    records = splits.select(split) if explicit else splits.get(split)
+    if data is None:
+        splits = recorded_splits(run.checkpoint, fmt)
+        records = splits.get(split)
+    else:
+        splits = resolve_splits(data, fmt or "auto", run.checkpoint.training.get("seed", 0))
+        records = splits.select(split)
     return evaluate(run.model, records, f"{splits.name}:{split}", threshold=run.threshold, device=run.device,
-                    amp=run.amp, channels_last=run.channels_last, forward=run.forward, views=views)
+                    amp=run.amp, channels_last=run.channels_last, forward=run.forward, views=views,
+                    count_floor=run.count_floor)
 
 
 # ---- prediction on image files --------------------------------------------------------------------------------
@@ -178,7 +188,8 @@ def predict_images(run: Inference, paths: list[Path], batch_size: int = 4, tilin
         if tiling is not None and tiling.applies(*image.shape[:2]):
             yield from run_batch(run, pending)
             pending = []
-            yield path, image, predict_tiled(image, lambda window: predict_one(run, window), tiling)
+            tiled = predict_tiled(image, lambda window: predict_one(run, window), tiling)
+            yield path, image, apply_floor(tiled, run.count_floor)
             continue
         if pending and (len(pending) == batch_size or pending[0][1].shape != image.shape):
             yield from run_batch(run, pending)
@@ -188,7 +199,9 @@ def predict_images(run: Inference, paths: list[Path], batch_size: int = 4, tilin
 
 
 @torch.no_grad()
-def run_batch(run: Inference, batch: list[tuple[Path, np.ndarray]]):
+def run_batch(run: Inference, batch: list[tuple[Path, np.ndarray]], whole_frames: bool = True):
+    """(path, image, prediction) per image of `batch` (one size), from one forward pass; the count floor applies
+    to `whole_frames` only, never to tiles of a frame."""
     if not batch:
         return
     none = np.zeros((0, 2), np.float32)
@@ -201,12 +214,12 @@ def run_batch(run: Inference, batch: list[tuple[Path, np.ndarray]]):
     with autocast(run.device, run.amp):
         outputs = run.forward(images)
     for (path, image), prediction in zip(batch, run.model.decode(outputs, sizes, run.threshold), strict=True):
-        yield path, image, prediction
+        yield path, image, apply_floor(prediction, run.count_floor) if whole_frames else prediction
 
 
 def predict_one(run: Inference, image: np.ndarray) -> Prediction:
     """`image`'s prediction from a forward pass of its own (a tile of a larger image)."""
-    ((_, _, prediction),) = run_batch(run, [(None, image)])
+    ((_, _, prediction),) = run_batch(run, [(None, image)], whole_frames=False)
     return prediction
 
 

@@ -92,6 +92,7 @@ class Checkpoint:
     recipe: dict = field(default_factory=dict)  # the resolved Recipe as a dict; empty for converted weights
     threshold: float | None = None  # the decision threshold chosen on validation
     count_scale: float = 1.0
+    count_floor: float = 0.0  # people: a frame counted below it is reported empty (zoo.inference.floor); 0: none
     normalization: dict = field(default_factory=imagenet_normalization)
     selection: Selection | None = None
     training: dict = field(default_factory=dict)
@@ -185,7 +186,8 @@ class Checkpoint:
         if self.selection and self.selection.epoch is not None:
             selected = next((dict(r) for r in self.history if r.get("epoch") == self.selection.epoch), None)
         return {"model": self.model_name, "options": dict(self.model_kwargs), "normalization": self.normalization,
-                "threshold": self.threshold, "count_scale": self.count_scale, "training": training or None,
+                "threshold": self.threshold, "count_scale": self.count_scale,
+                "count_floor": self.count_floor, "training": training or None,
                 "recipe": dict(self.recipe) or None,
                 "selection": asdict(self.selection) if self.selection else None, "selected_row": selected,
                 "results": list(self.results),
