@@ -16,8 +16,8 @@ from support import ROOT, tiny_family  # noqa: F401  (registers tiny_density)
 from zoo.cli import main
 from zoo.core.errors import ZooError
 from zoo.core.types import Prediction
-from zoo.inference.predict import render_overlay
-from zoo.inference.zones import Zone, ZoneCounter, assign, load_zones
+from zoo.inference.predict import count_box, render_overlay
+from zoo.inference.zones import ZONE_COLOURS, Zone, ZoneCounter, assign, load_zones
 from zoo.models.registry import build_model
 from zoo.models.weights.checkpoint import Checkpoint
 
@@ -89,6 +89,18 @@ def test_overlays_draw_the_zones():
     plain = render_overlay(image, prediction)
     zoned = render_overlay(image, prediction, zones=zones, zone_counts={z.name: 0.0 for z in zones})
     assert (plain[20, 5:25] == 100).all() and (zoned[20, 5:25] != 100).any()  # the edge between top and bottom
+
+
+def test_a_zone_label_in_the_corner_moves_below_the_frame_count():
+    image = np.zeros((256, 256, 3), np.uint8)
+    zones = [Zone("corner", np.array([[0.0, 0.0], [128.0, 0.0], [128.0, 256.0], [0.0, 256.0]]))]
+    prediction = Prediction(7.0, np.zeros((0, 2)), np.zeros(0))
+    drawn = render_overlay(image, prediction, zones=zones, zone_counts={"corner": 7.0})
+    width, height = count_box(drawn, 7.0)
+    label = drawn[height + 1:height + 30, 2:width]
+    assert ZONE_COLOURS[0] == (0, 255, 255)
+    cyan = (label[..., 0] == 0) & (label[..., 1] > 150) & (label[..., 1] == label[..., 2])
+    assert cyan.any()  # the label's (anti-aliased) text in the zone's colour, under the box
 
 
 @pytest.fixture(scope="module")

@@ -293,7 +293,7 @@ def render_overlay(image: np.ndarray, prediction: Prediction, show: str | None =
     if show == "points" or not has_map or (show is None and not prediction.map_is_density):
         draw_points(canvas, prediction.points)
     if zones:
-        draw_zones(canvas, zones, zone_counts)
+        draw_zones(canvas, zones, zone_counts, keep_clear=count_box(canvas, prediction.count))
     draw_count(canvas, prediction.count)
     return canvas
 
@@ -325,12 +325,25 @@ def draw_points(canvas: np.ndarray, points: np.ndarray) -> None:
         cv2.circle(canvas, centre, radius * subpixel, POINT_COLOUR, -1, cv2.LINE_AA, shift=4)
 
 
-def draw_count(canvas: np.ndarray, count: float) -> None:
-    """`count N` in white on a black box in the top-left corner, sized to the image."""
+def _count_text(canvas: np.ndarray, count: float) -> tuple[str, float, int, int, int, int]:
     text = f"count {count:.0f}" if float(count).is_integer() else f"count {count:.1f}"
     scale = max(0.3, canvas.shape[0] / 600)
     thickness = max(1, round(scale * 1.5))
     (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    return text, scale, thickness, tw, th, baseline
+
+
+def count_box(canvas: np.ndarray, count: float) -> tuple[int, int]:
+    """Width and height of the box `draw_count` fills in the top-left corner."""
+    _, _, _, tw, th, baseline = _count_text(canvas, count)
     pad = max(2, th // 3)
-    cv2.rectangle(canvas, (0, 0), (tw + 2 * pad, th + baseline + 2 * pad), (0, 0, 0), -1)
+    return tw + 2 * pad, th + baseline + 2 * pad
+
+
+def draw_count(canvas: np.ndarray, count: float) -> None:
+    """`count N` in white on a black box in the top-left corner, sized to the image."""
+    text, scale, thickness, _, th, _ = _count_text(canvas, count)
+    pad = max(2, th // 3)
+    width, height = count_box(canvas, count)
+    cv2.rectangle(canvas, (0, 0), (width, height), (0, 0, 0), -1)
     cv2.putText(canvas, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOUR, thickness, cv2.LINE_AA)

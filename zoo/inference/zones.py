@@ -153,8 +153,10 @@ class ZoneCounter:
         return {zone.name: float(total) for zone, total in zip(self.zones, totals, strict=True)}
 
 
-def draw_zones(canvas: np.ndarray, zones: list[Zone], counts: dict[str, float] | None = None) -> None:
-    """Each zone's outline and `name: count` label (at its top-most vertex) drawn on the RGB `canvas`."""
+def draw_zones(canvas: np.ndarray, zones: list[Zone], counts: dict[str, float] | None = None,
+               keep_clear: tuple[int, int] = (0, 0)) -> None:
+    """Each zone's outline and `name: count` label (at its top-most vertex) drawn on the RGB `canvas`; a label
+    that would fall on the top-left box of `keep_clear` (width, height: the frame's count) goes just below it."""
     scale = max(0.3, canvas.shape[0] / 900)
     thickness = max(1, round(scale * 1.5))
     for k, zone in enumerate(zones):
@@ -166,6 +168,8 @@ def draw_zones(canvas: np.ndarray, zones: list[Zone], counts: dict[str, float] |
         top = zone.polygon[np.argmin(zone.polygon[:, 1])]
         x = int(np.clip(top[0], 0, max(0, canvas.shape[1] - tw - 4)))
         y = int(np.clip(top[1] + th + 4, th + 4, max(th + 4, canvas.shape[0] - baseline - 2)))
+        if x < keep_clear[0] and y - th - 3 < keep_clear[1]:
+            y = keep_clear[1] + th + 4
         cv2.rectangle(canvas, (x, y - th - 3), (x + tw + 4, y + baseline), (0, 0, 0), -1)
         cv2.putText(canvas, text, (x + 2, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
 
