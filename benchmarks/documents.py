@@ -226,6 +226,28 @@ def headline(results: Results) -> Table:
     return table
 
 
+#: the README's picture: `zoo predict --zones docs/zones.cells.json` with this search trial's checkpoint on a cells
+#: test image (a picture only: the test images choose nothing, and the MAE shown is the trial's validation MAE)
+SHOWCASE = ("search_v1.csv", "fair-v1/search/p2pnet/lr3e-4@128")
+
+
+def showcase(results: Results) -> Table:
+    file, row_id = SHOWCASE
+    table = Table(("checkpoint", "model", "trained on", "optimizer steps", "crop", "precision", "validation MAE",
+                   "commit"))
+    rows = [r for r in range(len(results.text(file))) if results.text(file)["row_id"].iloc[r] == row_id]
+    if len(rows) != 1:
+        raise ZooError(f"results/{file}: the README's picture needs exactly one row {row_id!r}, found {len(rows)}")
+    row = rows[0]
+    table.add(("`", results.cell(file, "run", row), "/best.pt`"), results.cell(file, "model", row),
+              ("VGG cells, ", results.value(file, "n_train", row, ".0f"), " images (search draw)"),
+              results.value(file, "steps", row, ".0f"),
+              (results.value(file, "crop_size", row, ".0f"), " px"), results.cell(file, "precision", row),
+              results.value(file, "val_mae_best", row, ".2f"),
+              results.cell(file, "git_commit", row))
+    return table
+
+
 def fresh_clone(results: Results) -> Table:
     """The latest timed fresh clone (benchmarks/fresh_clone.py): the README's commands, step by step."""
     file = "fresh_clone.csv"
@@ -563,6 +585,7 @@ def column_table(results: Results, files: tuple[str, ...], meanings: dict[str, s
 
 TABLES: dict[str, Callable[[Results], Table]] = {
     "headline": headline,
+    "showcase": showcase,
     "fresh-clone": fresh_clone,
     "comparison": comparison,
     **{name: partial(row_table, file=file, spec=spec) for name, (file, spec) in ROW_TABLES.items()},
@@ -571,7 +594,7 @@ TABLES: dict[str, Callable[[Results], Table]] = {
 }
 #: the generated blocks of each document (paths relative to the repository root), in the order they appear
 DOCUMENTS: dict[str, tuple[str, ...]] = {
-    "README.md": ("fresh-clone", "headline"),
+    "README.md": ("fresh-clone", "showcase", "headline"),
     "docs/results.md": ("comparison", "comparison-columns", "synthetic-cost", "bench", "bench-columns",
                         "published-speed", "published-speed-columns", "tiling", "tiling-columns", "int8",
                         "int8-columns", "mutation", "mutation-columns", "fresh-clone-columns", "fair-v1-columns"),
