@@ -170,9 +170,9 @@ def bench_images(resolution: tuple[int, int], batch_size: int) -> torch.Tensor:
     return image.expand(batch_size, -1, -1, -1).contiguous()
 
 
-def train_batch(model, crop: int, batch_size: int):
-    """`batch_size` seeded crop x crop windows of synthetic training scenes with the family's encoded targets."""
-    encoder = model.target_encoder()
+def train_batch(encoder, crop: int, batch_size: int):
+    """`batch_size` seeded crop x crop windows of synthetic training scenes with the targets `encoder` makes
+    (a model's `target_encoder()`; None: points only)."""
     rng = np.random.default_rng(SEED)
     samples = []
     for index in range(batch_size):
@@ -311,32 +311,57 @@ def time_inference(model, runner, unit: Unit, device: torch.device, threshold: f
 def train_throughput(model, runner, unit: Unit, device: torch.device) -> dict:
     """Images/s of full optimizer steps (the family's loss, backward, clipping, step) at the recipe's crop and
     batch. Runs last: it changes the weights."""
-    from zoo.training.optim import build_optimizer, optimizer_step  # the trainer's parameter groups and step
-
     recipe = get_recipe(unit.model)
     batch_size = recipe.batch_size * recipe.crops_per_image
-    batch = train_batch(model, recipe.crop_size, batch_size).to(device)
-    images = batch.images.contiguous(memory_format=torch.channels_last) if unit.channels_last else batch.images
-    optimizer = build_optimizer(model, recipe)
-    scaler = torch.amp.GradScaler(device.type, enabled=unit.dtype == "fp16")
+    batch = train_batch(model.target_encoder(), recipe.crop_size, batch_size).to(device)
     model.train()
+    step = training_step(model, runner, batch, recipe, device, AMP_OF_DTYPE[unit.dtype], unit.channels_last)
+    seconds = step_seconds(step, device, unit.warmup, unit.train_iters)
+    model.eval()
+    return {"train_images_per_s": unit.train_iters * batch_size / sum(seconds),
+            "train_batch_size": batch_size, "train_crop": recipe.crop_size}
+
+
+def training_step(model, runner, batch, recipe, device: torch.device, amp: str, channels_last: bool):
+    """One full optimizer step on `batch` as the trainer takes it: `runner` (the model, or it compiled) forward
+    under autocast `amp`, the family's loss, backward, clipping and the recipe's optimizer (the trainer's
+    parameter groups and step). Returns the step as a call without arguments; each call changes the weights."""
+    from zoo.training.optim import build_optimizer, optimizer_step
+
+    images = batch.images.contiguous(memory_format=torch.channels_last) if channels_last else batch.images
+    optimizer = build_optimizer(model, recipe)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
     def step():
-        with autocast(device, AMP_OF_DTYPE[unit.dtype]):
+        with autocast(device, amp):
             outputs = runner(images)
         loss, _ = model.loss(outputs, batch)
         optimizer_step(loss, model, optimizer, scaler, recipe.grad_clip)
 
-    for _ in range(max(unit.warmup, 1)):
+    return step
+
+
+def step_seconds(step, device: torch.device, warmup: int, iters: int) -> list[float]:
+    """`max(warmup, 1)` untimed calls of `step` (a compiled step compiles in the first), then the wall time of
+    each of `iters` synchronized calls."""
+    for _ in range(max(warmup, 1)):
         step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(unit.train_iters):
+    seconds = []
+    for _ in range(iters):
+        synchronize(device)
+        start = time.perf_counter()
         step()
-    synchronize(device)
-    model.eval()
-    return {"train_images_per_s": unit.train_iters * batch_size / (time.perf_counter() - start),
-            "train_batch_size": batch_size, "train_crop": recipe.crop_size}
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def count_step_flops(step) -> int:
+    """FLOPs of one call of a training `step` as torch's counter reports them (2 per multiply-accumulate): the
+    forward and backward passes; the optimizer's elementwise updates count no FLOPs there."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
 
 
 def accuracy(model, unit: Unit, device: torch.device, threshold: float, forward) -> dict:
