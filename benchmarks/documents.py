@@ -308,11 +308,23 @@ ROW_TABLES: dict[str, tuple[str, tuple[tuple[str, str, str], ...]]] = {
         ("date", "date", TEXT), ("commit", "commit", TEXT), ("stage", "stage", TEXT), ("module", "module", TEXT),
         ("scope", "scope", TEXT), *((c, c, ".0f") for c in ("mutants", "killed", "timeout", "survived", "no_tests",
                                                              "not_checked")))),
+    "train-speed": ("train_speed.csv", (
+        ("date", "date", DAY), ("commit", "git_commit", TEXT), ("device", "device_name", TEXT),
+        ("threads", "threads", TEXT), ("load", "load_1m", ".2f"), ("loaded", "loaded", TEXT),
+        ("model", "model", TEXT), ("code", "code", TEXT), ("precision", "precision", TEXT),
+        ("channels_last", "channels_last", TEXT), ("compiled", "compiled", TEXT), ("batch", "batch", TEXT),
+        ("crop", "crop", TEXT), ("status", "status", TEXT), ("crops/s", "crops_per_s", ".2f"),
+        ("median ms", "step_ms_median", ".0f"), ("p10 ms", "step_ms_p10", ".0f"), ("p90 ms", "step_ms_p90", ".0f"),
+        ("data ms", "data_ms_per_batch", ".0f"), ("GFLOPs/crop", "train_gflops_per_crop", ".1f"),
+        ("of ceiling", "ceiling_fraction", ".0%"), ("x published fp32", "speedup_vs_published_fp32", ".2f"),
+        ("x published, same precision", "speedup_vs_published_same_precision", ".2f"))),
 }
 
 
 def row_table(results: Results, file: str, spec: tuple[tuple[str, str, str], ...]) -> Table:
     table = Table(tuple(heading for heading, _, _ in spec))
+    if file not in results.files():  # no run has written it yet: the table's header alone
+        return table
     for row in range(len(results.text(file))):
         table.add(*(results.cell(file, column, row) if how == TEXT else results.day(file, row) if how == DAY
                     else results.value(file, column, row, how) for _, column, how in spec))
@@ -548,6 +560,44 @@ FRESH_CLONE = {
     "load_after": "1-minute load average when the step ended",
 }
 
+TRAIN_SPEED = {
+    "run": "when the run started (UTC, `YYYYMMDDTHHMMSSZ`): the rows of one run share it, and only they are compared",
+    "date": "when the model's timed rounds began, UTC, ISO 8601",
+    "threads": "`torch.get_num_threads()` of the run (`--threads`)",
+    "load_1m": "1-minute load average when the model's timed rounds began (the benchmark's own warm-up included)",
+    "loaded": "1 when `load_1m` was above `threads`: something else competed for the cores; compare such rows "
+              "with care",
+    "busy_processes": "the busiest other processes then, `name[pid] cores` over half a second (this process and its "
+                      "children left out)",
+    "family": "`points`, `density` or `heatmap`: the published step a row is compared with is its family's",
+    "code": "`zoo` (the zoo's model, family loss and recipe optimizer, as the trainer steps) or `published` (the "
+            "published network, loss and optimizer, from a checkout outside the repository)",
+    "precision": "`fp32`, or `bf16` autocast",
+    "channels_last": "1 when model and crops used `torch.channels_last`",
+    "compiled": "1 when the model's forward pass ran through `torch.compile` (the loss and optimizer eager)",
+    "batch": "crops per training step (`--batch`), the same crops for every row of the model",
+    "crop": "crop side, px",
+    "data": "the dataset whose loader `data_ms_per_batch` timed (`--data`)",
+    "warmup": "untimed steps of each variant before the rounds (at least 1: FLOP count or compile)",
+    "iters": "timed rounds; each runs one step of every variant of the model, in an order rotated every round",
+    "status": "`ok`; `compile_failed` (the compiled step raised: see `note`); `oom`; `error` (see `note`)",
+    "crops_per_s": "`batch` / `step_ms_median`",
+    "step_ms_median": "median wall time of one training step (forward, loss, backward, clipping, optimizer), ms",
+    "step_ms_p10": "10th percentile of the same, ms",
+    "step_ms_p90": "90th percentile of the same, ms",
+    "data_ms_per_batch": "zoo rows: median time the trainer's loader (no worker processes) took to produce `batch` "
+                         "augmented crops with the family's targets, ms; not part of the step's time",
+    "train_gflops_per_crop": "forward and backward GFLOPs of one crop, torch's FLOP counter over one eager step of "
+                             "the row's code (2 per multiply-accumulate; the optimizer's updates count none)",
+    "achieved_gflops_per_s": "`train_gflops_per_crop` x `crops_per_s`",
+    "ceiling_gflops_per_s": "the matmul ceiling at the row's precision, measured at the start of the run",
+    "ceiling_fraction": "`achieved_gflops_per_s` / `ceiling_gflops_per_s`",
+    "speedup_vs_published_fp32": "`step_ms_median` of the run's published fp32 row of the same model, batch and "
+                                 "crop / this row's; empty without that row",
+    "speedup_vs_published_same_precision": "the same against the published eager row of this row's precision",
+    "note": "why a row failed, why a model has no published rows, and what its published loss leaves out",
+}
+
 #: a table of columns per group of CSVs, with the meanings particular to them
 COLUMN_MEANINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "bench-columns": (("bench.csv",), BENCH),
@@ -557,6 +607,7 @@ COLUMN_MEANINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "int8-columns": (("int8.csv",), INT8),
     "mutation-columns": (("mutation.csv",), MUTATION),
     "fresh-clone-columns": (("fresh_clone.csv",), FRESH_CLONE),
+    "train-speed-columns": (("train_speed.csv",), TRAIN_SPEED),
     "fair-v1-columns": (("search_v1.csv", "cells_v1.csv", "curves_v1.csv", "test_images_v1.csv"), FAIR_V1),
 }
 
@@ -597,7 +648,8 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
     "README.md": ("fresh-clone", "showcase", "headline"),
     "docs/results.md": ("comparison", "comparison-columns", "synthetic-cost", "bench", "bench-columns",
                         "published-speed", "published-speed-columns", "tiling", "tiling-columns", "int8",
-                        "int8-columns", "mutation", "mutation-columns", "fresh-clone-columns", "fair-v1-columns"),
+                        "int8-columns", "mutation", "mutation-columns", "fresh-clone-columns", "train-speed",
+                        "train-speed-columns", "fair-v1-columns"),
 }
 
 
