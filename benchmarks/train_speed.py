@@ -402,14 +402,14 @@ def measure(cfg: Config) -> list[dict]:
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    for name in cfg.models:
+        get_entry(name)  # an unknown model: its one-line error before any timing
     run = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     ceilings = {}
     for precision in PRECISIONS:
         ceilings[precision] = matmul_ceiling(device, precision)
         print(f"ceiling {precision}: {ceilings[precision]:.0f} GFLOP/s", flush=True)
     rows = []
-    for name in cfg.models:
-        get_entry(name)  # an unknown model: its one-line error before any timing
     for name in cfg.models:
         for row in measure_model(name, cfg, device, ceilings, run):
             print(summary(row), flush=True)
