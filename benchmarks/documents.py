@@ -304,6 +304,13 @@ ROW_TABLES: dict[str, tuple[str, tuple[tuple[str, str, str], ...]]] = {
         ("total", "total_rel_diff", "+.2%"), ("mean image", "mean_image_rel_diff", ".2%"),
         ("largest image", "max_image_rel_diff", ".2%"), ("MAE fp32", "mae_fp32", ".2f"),
         ("MAE int8", "mae_int8", ".2f"), ("accepted", "accepted", TEXT))),
+    "empty": ("empty.csv", (
+        ("model", "model", TEXT), ("family", "family", TEXT), ("stage", "stage", TEXT), ("floor", "floor", ".2f"),
+        ("reached", "floor_reached", TEXT), ("kind", "kind", TEXT), ("images", "n_images", ".0f"),
+        ("mean count", "mean_count", ".2f"), ("max count", "max_count", ".2f"),
+        ("share >= 0.5", "share_at_least_half", ".2f"), ("validation empties", "val_empty_mean", ".2f"),
+        ("validation MAE", "val_mae", ".2f"), ("its spread", "val_mae_spread", ".2f"), ("test MAE", "test_mae", ".2f"),
+        ("device", "device_name", TEXT), ("commit", "git_commit", TEXT), ("date", "date", DAY))),
     "mutation": ("mutation.csv", (
         ("date", "date", TEXT), ("commit", "commit", TEXT), ("stage", "stage", TEXT), ("module", "module", TEXT),
         ("scope", "scope", TEXT), *((c, c, ".0f") for c in ("mutants", "killed", "timeout", "survived", "no_tests",
@@ -548,6 +555,26 @@ FAIR_V1 = {
     "allow_dirty": "1 when written from uncommitted code with --allow-dirty (left out of every report)",
 }
 
+EMPTY = {
+    "schema": "the file's schema and version (`empty-v1`)",
+    "checkpoint": "the checkpoint measured (a run folder's best.pt)",
+    "checkpoint_sha256": "sha256 of that file",
+    "data": "the dataset and split rule the checkpoint's training run recorded (its val and test splits are used)",
+    "stage": "`before`: no count floor; `after`: the floor chosen on validation",
+    "floor": "the count floor in people (zoo.inference.floor): a frame counted below it reports 0; 0: none",
+    "floor_reached": "1 when a floor met both conditions on validation (empties under 0.5, MAE within its spread)",
+    "split": "the split the row's empty scenes and MAE come from (`test`)",
+    "kind": "`background` (head-free windows of the split's photos), `blank`, `texture` or `synthetic` (docs/empty.md)",
+    "n_images": "empty scenes of that kind",
+    "mean_count": "the model's mean count over them (people)",
+    "max_count": "the largest count over them",
+    "share_at_least_half": "share of them counted 0.5 or more",
+    "val_empty_mean": "mean count over every validation empty scene, at the stage's floor",
+    "val_mae": "validation MAE at the stage's floor",
+    "val_mae_spread": "standard error of the validation MAE without a floor (std of the absolute errors / sqrt(n))",
+    "test_mae": "test MAE at the stage's floor (scored once per stage; it chooses nothing)",
+}
+
 FRESH_CLONE = {
     "run": "when the timed run started (UTC): the rows of one run share it; the README shows the latest",
     "cpus": "CPU cores the machine has",
@@ -607,6 +634,7 @@ COLUMN_MEANINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "int8-columns": (("int8.csv",), INT8),
     "mutation-columns": (("mutation.csv",), MUTATION),
     "fresh-clone-columns": (("fresh_clone.csv",), FRESH_CLONE),
+    "empty-columns": (("empty.csv",), EMPTY),
     "train-speed-columns": (("train_speed.csv",), TRAIN_SPEED),
     "fair-v1-columns": (("search_v1.csv", "cells_v1.csv", "curves_v1.csv", "test_images_v1.csv"), FAIR_V1),
 }
@@ -648,8 +676,8 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
     "README.md": ("fresh-clone", "showcase", "headline"),
     "docs/results.md": ("comparison", "comparison-columns", "synthetic-cost", "bench", "bench-columns",
                         "published-speed", "published-speed-columns", "tiling", "tiling-columns", "int8",
-                        "int8-columns", "mutation", "mutation-columns", "fresh-clone-columns", "train-speed",
-                        "train-speed-columns", "fair-v1-columns"),
+                        "int8-columns", "mutation", "mutation-columns", "empty", "empty-columns",
+                        "fresh-clone-columns", "train-speed", "train-speed-columns", "fair-v1-columns"),
 }
 
 
