@@ -474,8 +474,9 @@ PUBLISHED_SPEED = {
 
 INT8 = {
     "weights": "the checkpoint checked",
-    "data": "the dataset whose test split was scored (and whose training images calibrated)",
-    "images": "test images scored",
+    "data": "the dataset whose test split was scored (and whose training images calibrated); `(val split)` when its "
+            "validation split was",
+    "images": "images scored",
     "quantization": "the method (`zoo.deploy.quantize`)",
     "calibration_images": "training images the activation ranges were observed on",
     "count_fp32": "total count over the test images, fp32 on torch",
