@@ -31,7 +31,6 @@ sets the crops of a step for every code alike.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import busy_processes, is_loaded, load_1m
 from benchmarks.published_speed import PublishedCSRNet, PublishedP2PNet, published_checkout
 from zoo.bench import measure as bench
 from zoo.bench.measure import matmul_ceiling
@@ -81,47 +81,6 @@ def variants(code: str, compile: bool) -> list[Variant]:
     if code == "zoo" and compile:
         return [*eager, *(Variant(code, v.precision, v.channels_last, compiled=True) for v in eager)]
     return eager
-
-
-# ---- the machine while it measures --------------------------------------------------------------------------
-
-def load_1m() -> float:
-    return os.getloadavg()[0]
-
-
-def is_loaded(load: float, threads: int) -> bool:
-    """More runnable work than the benchmark's threads: something else competed for the cores."""
-    return load > threads
-
-
-def cpu_ticks() -> dict[int, tuple[str, int, int]]:
-    """pid -> (name, parent pid, user + system clock ticks so far) of every process /proc lists."""
-    found = {}
-    for folder in Path("/proc").iterdir():
-        if not folder.name.isdigit():
-            continue
-        try:
-            stat = (folder / "stat").read_text()
-        except OSError:  # gone since the listing
-            continue
-        # the name is in parentheses and may hold spaces; the fields after it are numbered from the state on
-        name, fields = stat[stat.index("(") + 1: stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        found[int(folder.name)] = (name, int(fields[1]), int(fields[11]) + int(fields[12]))
-    return found
-
-
-def busy_processes(interval: float = 0.5, top: int = 3) -> str:
-    """The `top` other processes that used the most CPU over `interval` seconds, as `name[pid] cores`; this
-    process and its children (compile workers) left out. Empty where /proc is absent."""
-    if not Path("/proc/self/stat").is_file():
-        return ""
-    before = cpu_ticks()
-    time.sleep(interval)
-    after = cpu_ticks()
-    ours, hz = os.getpid(), os.sysconf("SC_CLK_TCK")
-    used = sorted(((after[p][2] - before[p][2]) / hz / interval, p) for p in after
-                  if p in before and p != ours and after[p][1] != ours)
-    return "; ".join(f"{after[p][0]}[{p}] {cores:.2f}" for cores, p in reversed(used[-top:]) if cores >= 0.05)
 
 
 # ---- the published steps ------------------------------------------------------------------------------------
