@@ -266,6 +266,52 @@ def fresh_clone(results: Results) -> Table:
     return table
 
 
+SPEED_FILE = "published_speed_v2.csv"
+#: (code, runtime, dtype, channels_last, compile) as the CSV writes them: the published code's plain fp32 forward
+#: pass, and the zoo's default inference path
+PUBLISHED_FP32 = ("published", "torch", "fp32", "False", "False")
+ZOO_DEFAULT = ("zoo", "torch", "bf16", "True", "False")
+SETTING = ["code", "runtime", "dtype", "channels_last", "compile"]
+
+
+def speed(results: Results) -> Table:
+    """The README's speed table, from the latest run of published_speed_v2.csv: per model, the published fp32 row,
+    the zoo's default path and its fastest path (the zoo row of `ok` status with the lowest median)."""
+    file = SPEED_FILE
+    table = Table(("model", "published fp32, ms", "zoo default (eager bf16 + channels_last), ms", "x published fp32",
+                   "fastest zoo path", "ms", "x published fp32", "device", "threads", "loaded", "date"))
+    if file not in results.files():  # no run has written it yet: the table's header alone
+        return table
+    frame, numbers = results.text(file), results.numbers(file)
+    latest = [r for r in range(len(frame)) if frame["run"].iloc[r] == frame["run"].max()]
+    ok = [r for r in latest if frame["status"].iloc[r] == "ok" and not math.isnan(numbers["median_ms"].iloc[r])]
+    for model in dict.fromkeys(frame["model"].iloc[r] for r in latest):
+        mine = [r for r in ok if frame["model"].iloc[r] == model]
+        setting = {tuple(frame[SETTING].iloc[r]): r for r in mine}
+        published, default = setting.get(PUBLISHED_FP32), setting.get(ZOO_DEFAULT)
+        zoo = [r for r in mine if frame["code"].iloc[r] == "zoo"]
+        fastest = min(zoo, key=lambda r: numbers["median_ms"].iloc[r]) if zoo else None
+        first = next(r for r in latest if frame["model"].iloc[r] == model)
+        table.add(results.cell(file, "model", first),
+                  () if published is None else results.value(file, "median_ms", published, ".0f"),
+                  () if default is None else results.value(file, "median_ms", default, ".0f"),
+                  () if default is None else results.value(file, "speedup_vs_published_fp32", default, ".2f"),
+                  () if fastest is None else path_cell(results, file, fastest),
+                  () if fastest is None else results.value(file, "median_ms", fastest, ".0f"),
+                  () if fastest is None else results.value(file, "speedup_vs_published_fp32", fastest, ".2f"),
+                  results.cell(file, "device_name", first), results.cell(file, "cpu_threads", first),
+                  results.cell(file, "loaded", first), results.day(file, first))
+    return table
+
+
+def path_cell(results: Results, file: str, row: int) -> Cell:
+    """A zoo row's path in words: `torch bf16, channels_last, compiled`, `openvino int8`."""
+    frame = results.text(file)
+    return (results.cell(file, "runtime", row), " ", results.cell(file, "dtype", row),
+            *((", channels_last",) if frame["channels_last"].iloc[row] == "True" else ()),
+            *((", compiled",) if frame["compile"].iloc[row] == "True" else ()))
+
+
 #: A table with a line per CSV row: (heading, column, how it is shown): TEXT as written, DAY a date to the day,
 #: else the number format of its value.
 TEXT, DAY = "text", "day"
@@ -289,6 +335,17 @@ ROW_TABLES: dict[str, tuple[str, tuple[tuple[str, str, str], ...]]] = {
         ("runtime", "runtime", TEXT), ("dtype", "dtype", TEXT), ("channels_last", "channels_last", TEXT),
         ("compile", "compile", TEXT), ("rounds", "rounds", TEXT), ("median ms", "median_ms", ".0f"),
         ("p10 ms", "p10_ms", ".0f"), ("p90 ms", "p90_ms", ".0f"),
+        ("x published fp32", "speedup_vs_published_fp32", ".2f"),
+        ("x published, same setting", "speedup_vs_published_same_setting", ".2f"))),
+    "published-speed-v2": ("published_speed_v2.csv", (
+        ("date", "date", DAY), ("commit", "git_commit", TEXT), ("device", "device_name", TEXT),
+        ("threads", "cpu_threads", TEXT), ("load", "load_1m", ".2f"), ("loaded", "loaded", TEXT),
+        ("model", "model", TEXT), ("code", "code", TEXT), ("runtime", "runtime", TEXT), ("dtype", "dtype", TEXT),
+        ("channels_last", "channels_last", TEXT), ("compile", "compile", TEXT), ("resolution", "resolution", TEXT),
+        ("rounds", "rounds", TEXT), ("status", "status", TEXT), ("median ms", "median_ms", ".0f"),
+        ("p10 ms", "p10_ms", ".0f"), ("p90 ms", "p90_ms", ".0f"), ("GFLOPs", "gflops_per_image", ".1f"),
+        ("GFLOP/s", "achieved_gflops_per_s", ".0f"), ("ceiling GFLOP/s", "ceiling_gflops_per_s", ".0f"),
+        ("ceiling on", "ceiling_instructions", TEXT), ("of ceiling", "ceiling_fraction", ".0%"),
         ("x published fp32", "speedup_vs_published_fp32", ".2f"),
         ("x published, same setting", "speedup_vs_published_same_setting", ".2f"))),
     "tiling": ("tiling.csv", (
@@ -472,6 +529,45 @@ PUBLISHED_SPEED = {
                                          "(torch eager rows only)",
 }
 
+PUBLISHED_SPEED_V2 = {
+    **PUBLISHED_SPEED,
+    "model": "the zoo model timed (`p2pnet`; `csrnet`, the paper's VGG-16 without batch norm; `cpn`, whose published "
+             "code has no inference that runs here: zoo rows alone)",
+    "run": "when the run started (UTC, `YYYYMMDDTHHMMSSZ`): the rows of one run share it and its ceilings; the README "
+           "shows the latest",
+    "date": "when the model's timed rounds began, UTC, ISO 8601",
+    "cpu_threads": "`torch.get_num_threads()` of the run; onnxruntime and OpenVINO run on as many",
+    "openvino": "OpenVINO version, where it is installed",
+    "run_load_1m": "1-minute load average when the run started, before its ceilings",
+    "run_busy_processes": "the busiest other processes then, `name[pid] cores` over half a second (this process and "
+                          "its children left out)",
+    "load_1m": "1-minute load average when the model's timed rounds began (its own warm-up included)",
+    "busy_processes": "the busiest other processes then, as `run_busy_processes`",
+    "loaded": "1 when `load_1m` was above `cpu_threads`: something else competed for the cores; compare such rows "
+              "with care",
+    "code": "`published` (the published network's forward pass) or `zoo` (the zoo's, batch norm folded)",
+    "runtime": "`torch` (eager, or compiled when `compile` is True), `onnxruntime` or `openvino` (the zoo's exported "
+               "graph; int8: the one QDQ file both runtimes read)",
+    "dtype": "`fp32`; `bf16` (torch: autocast; OpenVINO: its inference precision); `int8` (static quantization)",
+    "channels_last": "True when model and input used `torch.channels_last` (torch rows only)",
+    "compile": "True when the model ran through `torch.compile` (weights frozen)",
+    "status": "`ok`; `not_installed` (the runtime's package is missing: see `note`); `unsupported` (this CPU cannot "
+              "run it, e.g. bf16 without bf16 instructions); `compile_failed`, `oom` or `error` (see `note`)",
+    "median_ms": "median over the rounds, ms per image (empty unless `status` is ok)",
+    "count": "the count of the last pass (every variant decodes with the zoo's decoding)",
+    "gflops_per_image": "forward GFLOPs of one image, torch's FLOP counter on the eager fp32 model of the row's code "
+                        "(2 per multiply-accumulate; compiled and exported rows run the zoo model's graph)",
+    "achieved_gflops_per_s": "`gflops_per_image` / the median time",
+    "ceiling_gflops_per_s": "the matmul ceiling of the row's dtype (int8: GOP/s of int8 products), measured once at "
+                            "the start of the run (zoo.bench.measure.matmul_ceiling)",
+    "ceiling_instructions": "the instruction set that ceiling's products can use here (`amx`, `avx512_bf16`, "
+                            "`avx512_vnni`, `avx512`, `avx2`)",
+    "ceiling_fraction": "`achieved_gflops_per_s` / `ceiling_gflops_per_s`",
+    "speedup_vs_published_fp32": "median over rounds of (published fp32 time / this variant's time); empty without "
+                                 "published rows (cpn)",
+    "note": "why a row has no timing, and why a model has no published rows",
+}
+
 INT8 = {
     "weights": "the checkpoint checked",
     "data": "the dataset whose test split was scored (and whose training images calibrated); `(val split)` when its "
@@ -632,6 +728,7 @@ COLUMN_MEANINGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "comparison-columns": (COMPARISON_FILES, COMPARISON),
     "tiling-columns": (("tiling.csv",), TILING),
     "published-speed-columns": (("published_speed.csv",), PUBLISHED_SPEED),
+    "published-speed-v2-columns": (("published_speed_v2.csv",), PUBLISHED_SPEED_V2),
     "int8-columns": (("int8.csv",), INT8),
     "mutation-columns": (("mutation.csv",), MUTATION),
     "fresh-clone-columns": (("fresh_clone.csv",), FRESH_CLONE),
@@ -667,6 +764,7 @@ TABLES: dict[str, Callable[[Results], Table]] = {
     "headline": headline,
     "showcase": showcase,
     "fresh-clone": fresh_clone,
+    "speed": speed,
     "comparison": comparison,
     **{name: partial(row_table, file=file, spec=spec) for name, (file, spec) in ROW_TABLES.items()},
     **{name: partial(column_table, files=files, meanings=meanings)
@@ -674,9 +772,10 @@ TABLES: dict[str, Callable[[Results], Table]] = {
 }
 #: the generated blocks of each document (paths relative to the repository root), in the order they appear
 DOCUMENTS: dict[str, tuple[str, ...]] = {
-    "README.md": ("fresh-clone", "showcase", "headline"),
+    "README.md": ("fresh-clone", "showcase", "headline", "speed"),
     "docs/results.md": ("comparison", "comparison-columns", "synthetic-cost", "bench", "bench-columns",
-                        "published-speed", "published-speed-columns", "tiling", "tiling-columns", "int8",
+                        "published-speed", "published-speed-columns", "published-speed-v2",
+                        "published-speed-v2-columns", "tiling", "tiling-columns", "int8",
                         "int8-columns", "mutation", "mutation-columns", "empty", "empty-columns",
                         "fresh-clone-columns", "train-speed", "train-speed-columns", "fair-v1-columns"),
 }

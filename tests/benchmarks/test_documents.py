@@ -122,8 +122,8 @@ def test_a_document_whose_markers_do_not_match_the_generator_is_refused(tmp_path
     readme = root / "README.md"
     text = readme.read_text()
     readme.write_text(text.replace("<!-- generated: headline -->", "<!-- generated: headlines -->"))
-    with pytest.raises(ZooError, match="README.md: its generated blocks are fresh-clone, showcase, headlines; "
-                       ".* expects fresh-clone, showcase, headline"):
+    with pytest.raises(ZooError, match="README.md: its generated blocks are fresh-clone, showcase, headlines, speed; "
+                       ".* expects fresh-clone, showcase, headline, speed"):
         documents.generate(root)
     readme.write_text(text.replace("<!-- end generated -->", ""))
     with pytest.raises(ZooError, match="'fresh-clone' has no '<!-- end generated -->' line"):
