@@ -670,6 +670,8 @@ EMPTY = {
     "val_mae": "validation MAE at the stage's floor",
     "val_mae_spread": "standard error of the validation MAE without a floor (std of the absolute errors / sqrt(n))",
     "test_mae": "test MAE at the stage's floor (scored once per stage; it chooses nothing)",
+    "threads": "torch threads of the measurement",
+    "precision": "autocast the checkpoint ran in (its training run's: `bf16`, `off`)",
 }
 
 FRESH_CLONE = {
