@@ -30,9 +30,9 @@ from zoo.models.weights.checkpoint import (
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 V0_BEST, V0_LAST = FIXTURES / "tiny_density_v0_best.pt", FIXTURES / "tiny_density_v0_last.pt"
-EVERY_FIELD = ("model_name", "weights", "model_kwargs", "recipe", "threshold", "count_scale", "normalization",
-               "selection", "training", "history", "results", "source", "provenance", "optimizer", "scaler",
-               "torch_rng", "trained", "average", "epoch", "step")
+EVERY_FIELD = ("model_name", "weights", "model_kwargs", "recipe", "threshold", "count_scale", "count_floor",
+               "normalization", "selection", "training", "history", "results", "source", "provenance", "optimizer",
+               "scaler", "torch_rng", "trained", "average", "epoch", "step")
 
 
 def tiny_weights(**options) -> dict[str, torch.Tensor]:
@@ -408,7 +408,7 @@ def test_the_model_card_tells_the_model_input_training_choice_results_and_origin
     card = checkpoint.model_card()
     assert card == {
         "model": "tiny_density", "options": {"width": 4}, "normalization": ck.imagenet_normalization(),
-        "threshold": 0.4, "count_scale": 0.9,
+        "threshold": 0.4, "count_scale": 0.9, "count_floor": 0.0,
         "training": {k: v for k, v in training.items() if k not in ("val_fraction", "workers")},
         "recipe": {"lr": 0.1}, "selection": {"metric": "mae", "best": 2.0, "epoch": 2, "direction": "lower"},
         "selected_row": {"epoch": 2, "val_mae": 2.0}, "results": [{"split": "test", "mae": 2.2}],
