@@ -101,17 +101,15 @@ def background_crops(records: Iterable[Record], *, size: int, margin: float, lim
                      seed: int = 0) -> list[EmptyImage]:
     """Up to `limit` windows without heads cut from the records' photos, chosen evenly at random (seeded) among
     all such windows; a photo smaller than `size` gives none."""
-    found: list[tuple[Record, int, int]] = []
+    found: list[tuple[Record, np.ndarray, int, int]] = []
     for record in records:
         image = load_image(record.image)
         height, width = image.shape[:2]
-        found += [(record, x, y) for x, y in empty_windows(np.asarray(record.points, np.float64).reshape(-1, 2),
-                                                            height, width, size, margin, step or size // 2)]
+        points = np.asarray(record.points, np.float64).reshape(-1, 2)
+        found += [(record, image, x, y) for x, y in empty_windows(points, height, width, size, margin,
+                                                                   step or size // 2)]
     if len(found) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(found), limit, replace=False))
         found = [found[i] for i in keep]
-    crops = []
-    for record, x, y in found:
-        crops.append(EmptyImage("background", f"{record.image.name}@{x},{y}",
-                                load_image(record.image)[y:y + size, x:x + size].copy()))
-    return crops
+    return [EmptyImage("background", f"{record.image.name}@{x},{y}", image[y:y + size, x:x + size].copy())
+            for record, image, x, y in found]
