@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ from zoo.training.trainer import TrainConfig, train
 STAGES = ("search", "final")
 # Training FLOPs per crop: the forward pass and a backward pass taken as twice the forward (the usual estimate).
 TRAIN_FLOPS_PER_FORWARD = 3
+# How often a running attempt writes its wall-clock seconds to fair.json.
+ATTEMPT_BEAT_SECONDS = 30.0
 # Localization ranks every candidate point a family decodes: decoded at threshold 0.
 NAP_THRESHOLD = 0.0
 
@@ -129,15 +132,30 @@ def guarded_train(cfg: TrainConfig, setup: FairSetup) -> tuple[dict, dict]:
     record["attempts"].append(attempt)
     out.mkdir(parents=True, exist_ok=True)
 
+    started = time.perf_counter()
+    lock = threading.Lock()
+
     def save():
-        atomic_write(guard, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+        with lock:  # the beat thread and this one both write the record
+            attempt["seconds"] = round(time.perf_counter() - started, 1)
+            atomic_write(guard, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
 
     save()
-    started = time.perf_counter()
+    # A killed process runs no `finally`: the record is kept current while the attempt runs, so the run's
+    # wall-clock (a cost column) loses at most one beat per killed attempt.
+    stopped = threading.Event()
+
+    def keep_current():
+        while not stopped.wait(ATTEMPT_BEAT_SECONDS):
+            save()
+
+    beat = threading.Thread(target=keep_current, daemon=True)
+    beat.start()
     try:
         result = train(cfg, console=setup.console)
     finally:
-        attempt["seconds"] = round(time.perf_counter() - started, 1)
+        stopped.set()
+        beat.join()
         save()
     return result, record
 

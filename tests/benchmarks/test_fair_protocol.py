@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -144,6 +146,28 @@ def test_a_lost_row_is_rebuilt_from_the_run_and_a_resume_on_another_cpu_or_preci
     path.unlink()
     with pytest.raises(ZooError, match="cannot resume: the run trained with device_name 'Another CPU"):
         fair.run_trial(TINY, setup, "tiny_density", trial, 16, "menu", data)
+
+
+def test_a_running_attempt_keeps_its_wall_clock_in_the_record_so_a_killed_one_still_counts(setup, monkeypatch,
+                                                                                             tmp_path):
+    # A killed process runs no `finally`: what the record says while `train` still runs is all a kill leaves.
+    seen = []
+
+    def slow_train(cfg, console=None):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            attempts = json.loads((Path(cfg.out) / "fair.json").read_text())["attempts"]
+            if attempts[-1]["seconds"] > 0:
+                seen.append(attempts[-1]["seconds"])
+                return {}
+            time.sleep(0.01)
+        return {}
+
+    monkeypatch.setattr(fair, "train", slow_train)
+    monkeypatch.setattr(fair, "ATTEMPT_BEAT_SECONDS", 0.05)
+    cfg = fair.TrainConfig("tiny_density", data="unused", out=str(tmp_path / "run"))
+    _, record = fair.guarded_train(cfg, setup)
+    assert seen and 0 < seen[0] <= record["attempts"][-1]["seconds"]
 
 
 def test_a_session_that_cannot_make_the_budgets_rows_is_refused(setup, monkeypatch):
