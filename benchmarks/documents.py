@@ -447,7 +447,7 @@ BENCH = {
     "params_trainable": "parameters with `requires_grad`",
     "latency_ms_p90": "90th percentile of the same, ms (linear interpolation between passes)",
     "achieved_gflops_per_s": "`gflops_per_image` x `images_per_s`",
-    "ceiling_gflops_per_s": "the matmul ceiling at this dtype, measured in the same run",
+    "ceiling_gflops_per_s": "the ceiling at this dtype (zoo.bench.ceiling), measured in the same run",
     "ceiling_fraction": "`achieved_gflops_per_s` / `ceiling_gflops_per_s`",
     "speedup_vs_fp32": "`images_per_s` / that of the reference row: the first fp32 row of the same model and batch "
                        "size in the run (`--fp32-reference` makes it plain torch eager fp32 without channels_last)",
@@ -558,9 +558,9 @@ PUBLISHED_SPEED_V2 = {
     "gflops_per_image": "forward GFLOPs of one image, torch's FLOP counter on the eager fp32 model of the row's code "
                         "(2 per multiply-accumulate; compiled and exported rows run the zoo model's graph)",
     "achieved_gflops_per_s": "`gflops_per_image` / the median time",
-    "ceiling_gflops_per_s": "the matmul ceiling of the row's dtype (int8: GOP/s of int8 products), measured once at "
-                            "the start of the run (zoo.bench.measure.matmul_ceiling)",
-    "ceiling_instructions": "the instruction set that ceiling's products can use here (`amx`, `avx512_bf16`, "
+    "ceiling_gflops_per_s": "the ceiling of the row's dtype (int8: GOP/s of int8 operations), measured once at the "
+                            "start of the run (zoo.bench.ceiling; square products only at 5f018d8 and earlier)",
+    "ceiling_instructions": "the instruction set that ceiling's workloads can use here (`amx`, `avx512_bf16`, "
                             "`avx512_vnni`, `avx512`, `avx2`)",
     "ceiling_fraction": "`achieved_gflops_per_s` / `ceiling_gflops_per_s`",
     "speedup_vs_published_fp32": "median over rounds of (published fp32 time / this variant's time); empty without "
@@ -716,7 +716,8 @@ TRAIN_SPEED = {
     "train_gflops_per_crop": "forward and backward GFLOPs of one crop, torch's FLOP counter over one eager step of "
                              "the row's code (2 per multiply-accumulate; the optimizer's updates count none)",
     "achieved_gflops_per_s": "`train_gflops_per_crop` x `crops_per_s`",
-    "ceiling_gflops_per_s": "the matmul ceiling at the row's precision, measured at the start of the run",
+    "ceiling_gflops_per_s": "the ceiling at the row's precision (zoo.bench.ceiling; square products only at 5f018d8 "
+                            "and earlier), measured at the start of the run",
     "ceiling_fraction": "`achieved_gflops_per_s` / `ceiling_gflops_per_s`",
     "speedup_vs_published_fp32": "`step_ms_median` of the run's published fp32 row of the same model, batch and "
                                  "crop / this row's; empty without that row",

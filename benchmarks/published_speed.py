@@ -22,7 +22,8 @@ With `--paired ROUNDS` it times every path of a model in one process instead, on
 the published code in fp32 and bf16 + channels_last; the zoo's eager, compiled, onnxruntime and OpenVINO paths),
 and appends to results/published_speed_v2.csv (PAIRED_COLUMNS_V2). `cpn` is timed there alone (ZOO_ONLY): its
 published code has no inference that runs here. A run first records the load and the busiest other processes and
-measures the fp32, bf16 and int8 matmul ceilings; each row gives its FLOPs per image against its dtype's ceiling.
+measures the fp32, bf16 and int8 ceilings (zoo.bench.ceiling); each row gives its FLOPs per image against its
+dtype's ceiling.
 A variant whose runtime is missing, that the CPU cannot run, or that fails is a row with a status and a note.
 """
 
@@ -364,15 +365,15 @@ class RunContext:
 
 
 def measure_ceilings(budget_seconds: float) -> tuple[dict, dict]:
-    """The fp32, bf16 and int8 matmul ceilings (zoo.bench.measure.matmul_ceiling) and the instruction set each can
+    """The fp32, bf16 and int8 ceilings (zoo.bench.ceiling.compute_ceiling) and the instruction set each can
     use; a ceiling that cannot be measured (int8 without onnxruntime) is None."""
-    from zoo.bench.measure import ceiling_instructions, matmul_ceiling
+    from zoo.bench.ceiling import ceiling_instructions, compute_ceiling
 
     cpu = torch.device("cpu")
     ceilings, instructions = {}, {}
     for dtype in CEILING_DTYPES:
         try:
-            ceilings[dtype] = matmul_ceiling(cpu, dtype, budget_seconds=budget_seconds)
+            ceilings[dtype] = compute_ceiling(cpu, dtype, budget_seconds=budget_seconds)
         except ZooError as exc:
             ceilings[dtype] = None
             print(f"ceiling {dtype}: not measured ({exc})", flush=True)
@@ -487,8 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: time every variant once per round in one process (see PAIRED_COLUMNS_V2), "
                              f"appending to {PAIRED_OUT}")
     parser.add_argument("--ceiling-budget", type=float, default=20.0, metavar="SECONDS",
-                        help="with --paired: the longest a matmul ceiling's full-size product may take (else it "
-                             "is measured at a quarter the side)")
+                        help="with --paired: the longest a ceiling's full-size workload may take (else it "
+                             "is measured at a quarter the size)")
     args = parser.parse_args(argv)
     known = {**PAIRS, **ZOO_ONLY} if args.paired else PAIRS
     models = parse_list(args.models or ",".join(known), "--models")

@@ -14,7 +14,7 @@ the same drift of a shared or virtual CPU:
   rows are the zoo's alone. A checkout that is not given skips its rows with a note naming the variable;
 - apart from the step, the data pipeline's share: producing batches from the trainer's loader
   (zoo.training.data) on `--data`;
-- the machine's matmul ceilings in fp32 and bf16 (zoo.bench.measure.matmul_ceiling), against which each row's
+- the machine's ceilings in fp32 and bf16 (zoo.bench.ceiling.compute_ceiling), against which each row's
   achieved training GFLOP/s (forward and backward FLOPs from torch's counter) is rated.
 
 Every row records where and when it was measured, with the 1-minute load average when its timed rounds began
@@ -44,7 +44,7 @@ import torch
 from benchmarks.machine import busy_processes, is_loaded, load_1m
 from benchmarks.published_speed import PublishedCSRNet, PublishedP2PNet, published_checkout
 from zoo.bench import measure as bench
-from zoo.bench.measure import matmul_ceiling
+from zoo.bench.ceiling import compute_ceiling
 from zoo.core import provenance
 from zoo.core.csvrows import append_rows
 from zoo.core.device import resolve_device
@@ -366,7 +366,7 @@ def measure(cfg: Config) -> list[dict]:
     run = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     ceilings = {}
     for precision in PRECISIONS:
-        ceilings[precision] = matmul_ceiling(device, precision)
+        ceilings[precision] = compute_ceiling(device, precision)
         print(f"ceiling {precision}: {ceilings[precision]:.0f} GFLOP/s", flush=True)
     rows = []
     for name in cfg.models:

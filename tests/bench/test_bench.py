@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from rich.console import Console
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+import zoo.bench.ceiling as ceiling
 import zoo.bench.measure as measure
 from zoo.bench import COLUMNS, BenchConfig, Unit, count_flops, run_bench
 from zoo.bench.worker import run_isolated
@@ -79,7 +81,7 @@ def test_models():
 
 @pytest.fixture(autouse=True)
 def small_ceiling(monkeypatch):
-    monkeypatch.setattr(measure, "MATMUL_SIZE", {"cpu": 256, "cuda": 1024})  # 4096^2 takes seconds on 2 cores
+    monkeypatch.setattr(ceiling, "FULL_SIZE", {"cpu": 256, "cuda": 1024})  # 4096^2 takes seconds on 2 cores
 
 
 def config(tmp_path, **changes) -> BenchConfig:
@@ -253,20 +255,33 @@ def test_a_cpu_row_names_the_instructions_its_kernels_use(monkeypatch, capabilit
     assert provenance.device_name(torch.device("cpu")) == expected
 
 
-def test_the_ceiling_times_a_slow_route_on_a_smaller_product_and_keeps_the_fastest_rate(monkeypatch):
-    rates = {"matmul": 1.0, "conv": 100.0}  # GFLOP/s: a route without the CPU's instructions, and a fast one
+def test_the_ceiling_times_a_slow_route_on_a_smaller_workload_and_keeps_the_fastest_rate(monkeypatch):
+    # GFLOP/s: a route without the CPU's instructions, a fast one, and the convolution the models' layers run
+    rates = {"matmul": 1.0, "conv1x1": 100.0, "conv3x3": 150.0}
     timed = []
 
-    def product_seconds(route, n, device, dtype, repeats):
+    def workload_seconds(route, n, device, dtype, repeats):
         timed.append((route, n))
-        return 2 * n**3 / (rates[route] * 1e9)
+        return ceiling.ROUTE_FLOPS[route](n) / (rates[route] * 1e9)
 
-    monkeypatch.setattr(measure, "product_seconds", product_seconds)
-    full = measure.MATMUL_SIZE["cpu"]
+    monkeypatch.setattr(ceiling, "workload_seconds", workload_seconds)
+    full = ceiling.FULL_SIZE["cpu"]
     budget = 3 * 2 * full**3 / 10e9  # warm-up and two repeats of the full product at 10 GFLOP/s
-    assert measure.matmul_ceiling(torch.device("cpu"), "bf16", budget_seconds=budget) == pytest.approx(100.0)
-    # The full product would take minutes by the slow route: it is timed only by the fast one
-    assert timed == [("matmul", full // 4), ("conv", full // 4), ("conv", full)]
+    assert ceiling.compute_ceiling(torch.device("cpu"), "bf16", budget_seconds=budget) == pytest.approx(150.0)
+    # The full product would take minutes by the slow route: it is timed only by the fast ones
+    quarter = full // 4
+    assert timed == [("matmul", quarter), ("conv1x1", quarter), ("conv1x1", full), ("conv3x3", quarter),
+                     ("conv3x3", full)]
+
+
+def test_each_workload_is_timed_and_counted_as_the_convolution_it_runs():
+    # The 3x3 workload's FLOPs are those torch's counter gives its convolution (2 per multiply-accumulate).
+    channels, side = ceiling.conv3x3_shape(256)
+    image, weight = torch.zeros(1, channels, side, side), torch.zeros(channels, channels, 3, 3)
+    counted = count_flops(lambda x: torch.nn.functional.conv2d(x, weight, padding=1), image)
+    assert ceiling.conv3x3_flops(256) == counted > 0
+    for route in ceiling.ROUTES:
+        assert 0 < ceiling.workload_seconds(route, 128, torch.device("cpu"), "fp32", repeats=1) < math.inf
 
 
 def test_settings_share_weights_so_bf16_counts_compare_with_fp32(tmp_path):

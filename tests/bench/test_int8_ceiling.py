@@ -1,5 +1,5 @@
-"""The int8 matmul ceiling (u8 x s8 -> s32 products on onnxruntime) and the instruction set each ceiling is
-labelled with, from the CPU's flags."""
+"""The int8 ceiling (u8 x s8 -> s32 products and 3x3 convolutions on onnxruntime) and the instruction set each
+ceiling is labelled with, from the CPU's flags."""
 
 from __future__ import annotations
 
@@ -8,25 +8,27 @@ import math
 import pytest
 import torch
 
-from zoo.bench import measure
+from zoo.bench import ceiling
 from zoo.core import provenance
 
 CPU = torch.device("cpu")
 
 
 def test_the_int8_ceiling_is_a_positive_finite_rate_on_a_tiny_budget(monkeypatch):
-    monkeypatch.setattr(measure, "MATMUL_SIZE", {"cpu": 256, "cuda": 1024})
+    monkeypatch.setattr(ceiling, "FULL_SIZE", {"cpu": 256, "cuda": 1024})
     timed = []
-    integer_product_seconds = measure.integer_product_seconds
-    monkeypatch.setattr(measure, "integer_product_seconds",
-                        lambda n, repeats: timed.append(n) or integer_product_seconds(n, repeats))
-    rate = measure.matmul_ceiling(CPU, "int8", repeats=1, budget_seconds=0.0)
+    seconds = ceiling.workload_seconds
+    monkeypatch.setattr(ceiling, "workload_seconds", lambda route, n, device, dtype, repeats:
+                        timed.append((route, n)) or seconds(route, n, device, dtype, repeats))
+    rate = ceiling.compute_ceiling(CPU, "int8", repeats=1, budget_seconds=0.0)
     assert math.isfinite(rate) and rate > 0
-    assert timed == [64]  # the int8 route only, on the quarter-side product (no budget for the full one)
+    # the int8 routes only, at a quarter of the full size (no budget for the full one)
+    assert timed == [("matmul_integer", 64), ("qlinear_conv3x3", 64)]
 
 
-def test_one_integer_product_is_timed_in_positive_seconds():
-    assert 0 < measure.integer_product_seconds(32, repeats=1) < math.inf
+@pytest.mark.parametrize("route", ceiling.INT8_ROUTES)
+def test_one_integer_workload_is_timed_in_positive_seconds(route):
+    assert 0 < ceiling.workload_seconds(route, 64, CPU, "int8", repeats=1) < math.inf
 
 
 ALL = {"avx2": True, "avx512": True, "avx512_vnni": True, "avx512_bf16": True, "amx": True}
@@ -42,8 +44,8 @@ ALL = {"avx2": True, "avx512": True, "avx512_vnni": True, "avx512_bf16": True, "
 ])
 def test_each_ceiling_names_the_widest_instructions_its_type_can_use(monkeypatch, found, expected):
     monkeypatch.setattr(provenance, "cpu_instructions", lambda: found)
-    assert {dtype: measure.ceiling_instructions(CPU, dtype) for dtype in expected} == expected
-    assert measure.ceiling_instructions(torch.device("cuda"), "int8") is None
+    assert {dtype: ceiling.ceiling_instructions(CPU, dtype) for dtype in expected} == expected
+    assert ceiling.ceiling_instructions(torch.device("cuda"), "int8") is None
 
 
 def test_the_cpu_instructions_follow_torchs_detection(monkeypatch):

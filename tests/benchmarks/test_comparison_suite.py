@@ -140,7 +140,7 @@ def test_a_lost_row_is_rebuilt_from_its_finished_run_without_training_again(setu
 
 
 def test_street_fine_tunes_the_synthetic_checkpoint_and_synthetic_rows_carry_speed(setup, tmp_path, monkeypatch):
-    monkeypatch.setattr("zoo.bench.run.matmul_ceiling", lambda device, dtype: 1.0)  # a 4096^3 product, seconds
+    monkeypatch.setattr("zoo.bench.run.compute_ceiling", lambda device, dtype: 1.0)  # a 4096^3 product, seconds
     setup.synthetic = str(write_shanghaitech(tmp_path / "synth", {"train": 4, "val": 2, "test": 2}, seed=1))
     setup.street = write_shanghaitech(tmp_path / "street", {"train": 5, "test": 2}, seed=2)
     protocols.PROTOCOLS["street"](TINY, setup)

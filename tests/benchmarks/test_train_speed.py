@@ -19,8 +19,8 @@ TINY = ["--batch", "2", "--crop", "32", "--iters", "1", "--warmup", "0", "--thre
 
 @pytest.fixture
 def quick(monkeypatch):
-    """No matmul ceiling (seconds of products) and a known load."""
-    monkeypatch.setattr(train_speed, "matmul_ceiling", lambda device, precision: {"fp32": 100.0, "bf16": 400.0}[
+    """No measured ceiling (seconds of workloads) and a known load."""
+    monkeypatch.setattr(train_speed, "compute_ceiling", lambda device, precision: {"fp32": 100.0, "bf16": 400.0}[
         precision])
     monkeypatch.setattr(train_speed, "busy_processes", lambda: "other[1] 1.00")
     return monkeypatch

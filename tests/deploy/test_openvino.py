@@ -18,7 +18,7 @@ from rich.console import Console
 from support import tiny_family  # noqa: F401  (registers tiny_density)
 
 from zoo.bench import BenchConfig, run_bench
-from zoo.bench import measure as bench_measure
+from zoo.bench import ceiling as bench_ceiling
 from zoo.cli import main
 from zoo.core.errors import ZooError
 from zoo.deploy import runtime
@@ -161,7 +161,7 @@ def test_missing_openvino_says_how_to_install_it_in_one_line(tmp_path, capsys, m
 
 
 def test_bench_openvino_rows_count_as_the_torch_fp32_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_measure, "MATMUL_SIZE", {"cpu": 256, "cuda": 1024})  # a ceiling in milliseconds
+    monkeypatch.setattr(bench_ceiling, "FULL_SIZE", {"cpu": 256, "cuda": 1024})  # a ceiling in milliseconds
     console = Console(file=io.StringIO(), width=200)
     cfg = BenchConfig(models=[MODEL], resolution=(32, 48), iters=1, warmup=1, train_step=False, isolate=False,
                       runtimes=("torch", "openvino"), dtypes=("fp32",), out=tmp_path / "bench.csv")

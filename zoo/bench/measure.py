@@ -16,17 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from zoo.bench.config import Unit
-from zoo.core import provenance
+from zoo.core.device import synchronize
 from zoo.core.errors import ZooError
-from zoo.core.precision import AMP_OF_DTYPE, autocast, torch_dtype
+from zoo.core.precision import AMP_OF_DTYPE, autocast
 from zoo.data import transforms as T
 from zoo.data.collate import collate
 from zoo.data.synthetic import synthesize_image
-from zoo.deploy.export import DEFAULT_OPSET, export_onnx, require
+from zoo.deploy.export import export_onnx, require
 from zoo.deploy.fold import prepare_for_inference
 from zoo.inference.evaluate import evaluate
 from zoo.inference.predict import load_inference
@@ -35,7 +34,6 @@ from zoo.models.factory import create_model
 from zoo.models.registry import get_entry, get_recipe
 
 SEED = 0
-MATMUL_SIZE = {"cpu": 4096, "cuda": 8192}
 MIB = 2**20
 
 
@@ -44,105 +42,6 @@ def is_oom(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text))
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_ceiling(device: torch.device, dtype: str, repeats: int = 2, budget_seconds: float = 20.0) -> float:
-    """GFLOP/s of a large square matmul at `dtype` (int8: GOP/s of u8 x s8 -> s32 products, `INT8_ROUTES`): the
-    machine's practical peak, measured in the run it rates.
-
-    The best of `repeats` timed products (after one warm-up) over torch's two GEMM routes: `a @ b` (MKL or
-    cuBLAS) and the same product as a channels-last 1x1 convolution (oneDNN or cuDNN, the convolutions' route).
-    They differ: on AMD CPUs MKL's fp32 GEMM runs at about half oneDNN's rate, and a ceiling from it alone would
-    be beaten by the models. fp32 on CUDA follows cuDNN's default TF32 policy, as the convolutions do.
-
-    Each route is timed on a product a quarter the side first, and on the full one only where that would take
-    at most `budget_seconds`: bf16 on a CPU without bf16 instructions runs some routes at about 1 GFLOP/s, where
-    the full product would take minutes.
-    """
-    full = MATMUL_SIZE[device.type]
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
-    best = 0.0
-    try:
-        for route in INT8_ROUTES if dtype == "int8" else ROUTES:
-            n = full // 4
-            seconds = product_seconds(route, n, device, dtype, repeats)
-            if seconds * (full // n) ** 3 * (repeats + 1) <= budget_seconds:
-                n, seconds = full, product_seconds(route, full, device, dtype, repeats)
-            best = max(best, 2 * n**3 / seconds / 1e9)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
-    return best
-
-
-ROUTES = ("matmul", "conv")
-# int8: onnxruntime's MatMulInteger, uint8 activations by int8 constant weights into int32 sums, the product the
-# int8 rows' quantized convolutions reduce to. Its weights are a constant, packed once for the CPU's int8
-# instructions (VNNI, AMX) as a quantized model's are. torch has no such route on the CPU: `torch._int_mm` is
-# int8 x int8 by a reference loop that uses none of those instructions, and its quantized engines are deprecated.
-# onnxruntime is present wherever int8 rows run: it calibrates their quantization (zoo.deploy.quantize).
-INT8_ROUTES = ("matmul_integer",)
-
-
-def ceiling_instructions(device: torch.device, dtype: str) -> str | None:
-    """The instruction set a `dtype` product can use on this CPU (provenance.cpu_instructions): AMX, or the
-    AVX-512 extension of the type's own (avx512_bf16, avx512_vnni), else the widest vector unit (avx512, avx2),
-    where bf16 and int8 are converted or widened in float32 or int16 steps. None on CUDA or another CPU."""
-    if device.type != "cpu":
-        return None
-    found = provenance.cpu_instructions()
-    own = {"bf16": ("amx", "avx512_bf16"), "int8": ("amx", "avx512_vnni")}.get(dtype, ())
-    return next((name for name in (*own, "avx512", "avx2") if found[name]), None)
-
-
-def product_seconds(route: str, n: int, device: torch.device, dtype: str, repeats: int) -> float:
-    """The best time of an n x n by n x n product at `dtype` by `route` (one of ROUTES, or INT8_ROUTES)."""
-    if route == "matmul_integer":
-        return integer_product_seconds(n, repeats)
-    kind = torch_dtype(dtype)
-    a, b = torch.randn(n, n, device=device).to(kind), torch.randn(n, n, device=device).to(kind)
-    if route == "matmul":
-        return best_seconds(lambda: a @ b, device, repeats)
-    pixels = a.view(1, 64, n // 64, n).permute(0, 3, 1, 2)  # the rows of `a` as an NHWC image with n channels
-    weight = b.view(n, n, 1, 1)
-    return best_seconds(lambda: F.conv2d(pixels, weight), device, repeats)
-
-
-def integer_product_seconds(n: int, repeats: int) -> float:
-    """The best time of an n x n uint8 by n x n int8 product into int32 on onnxruntime (`INT8_ROUTES`), on torch's
-    thread count as the runtimes' rows use."""
-    require("onnx")
-    ort = require("onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(SEED)
-    weight = numpy_helper.from_array(rng.integers(-128, 128, (n, n), dtype=np.int8), "b")
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8_ceiling",
-                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    activations = rng.integers(0, 256, (n, n), dtype=np.uint8)
-    return best_seconds(lambda: session.run(None, {"a": activations}), torch.device("cpu"), repeats)
-
-
-def best_seconds(call, device: torch.device, repeats: int) -> float:
-    call()
-    best = float("inf")
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        call()
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def count_flops(model: torch.nn.Module, images: torch.Tensor) -> int:

@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from zoo.bench import report
+from zoo.bench.ceiling import ceiling_instructions, compute_ceiling
 from zoo.bench.config import BenchConfig, Unit
-from zoo.bench.measure import ceiling_instructions, export_for_unit, matmul_ceiling, measure_unit, release
+from zoo.bench.measure import export_for_unit, measure_unit, release
 from zoo.bench.worker import run_isolated
 from zoo.core import provenance
 from zoo.core.errors import ZooError
@@ -32,7 +33,7 @@ def run_bench(cfg: BenchConfig, console: Console | None = None) -> list[dict]:
         console.print(f"note: {note}")
     ceilings, instructions = {}, {}
     for dtype in dict.fromkeys(s.dtype for s in settings):
-        ceilings[dtype] = matmul_ceiling(device, dtype)
+        ceilings[dtype] = compute_ceiling(device, dtype)
         instructions[dtype] = ceiling_instructions(device, dtype)
         console.print(f"ceiling: {report.describe_ceiling(dtype, ceilings[dtype], instructions[dtype])} matmul on "
                       f"{environment['device_name']}")

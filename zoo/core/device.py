@@ -23,3 +23,11 @@ def resolve_device(name: str | None = None):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ZooError(f"--device {name}: no CUDA device is available here")
     return device
+
+
+def synchronize(device) -> None:
+    """Wait for `device`'s queued work (CUDA runs asynchronously): before and after a timed call."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
