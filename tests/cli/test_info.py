@@ -53,6 +53,9 @@ def test_converted_weights_name_their_source_file_and_sha256(tmp_path, capsys):
 def test_a_registered_models_card(capsys):
     found = card(capsys, "tiny_density", "--size", "32x32")
     assert found["weights"] is None and found["recipe"]["threshold"] == 0.3 and found["flops"]["flops"] > 0
+    # The same card as trained weights, every field of theirs present, with nothing trained in it
+    assert found.keys() == card(capsys, TRAINED, "--size", "32x32").keys()
+    assert (found["training"], found["count_floor"], found["results"]) == (None, 0.0, [])
 
 
 @pytest.mark.parametrize("argv", [["no_such_model_or_file"], ["tiny_density", "--size", "big"]])

@@ -48,7 +48,7 @@ def card_of(target: str, model: str | None = None, size: tuple[int, int] = SIZE,
     from dataclasses import asdict
 
     from zoo.models.registry import build_model, get_entry, list_models
-    from zoo.models.weights.checkpoint import imagenet_normalization, model_from_checkpoint
+    from zoo.models.weights.checkpoint import Checkpoint, model_from_checkpoint
 
     if Path(target).is_file():
         network, checkpoint = model_from_checkpoint(target, model, trust_pickle=trust_pickle)
@@ -57,10 +57,8 @@ def card_of(target: str, model: str | None = None, size: tuple[int, int] = SIZE,
     elif target in list_models():
         network = build_model(target)
         entry = get_entry(target)
-        card = {"weights": None, "model": target, "options": {}, "normalization": imagenet_normalization(),
-                "threshold": None, "count_scale": 1.0, "count_floor": 0.0, "training": None,
-                "recipe": asdict(entry.recipe),
-                "selection": None, "selected_row": None, "results": [], "source": None, "provenance": {}}
+        # The card of an untrained checkpoint of the entry: the same keys as trained weights', defaults filled in.
+        card = {"weights": None, **Checkpoint(target, weights={}, recipe=asdict(entry.recipe)).model_card()}
     else:
         raise ZooError(f"{target}: neither a weights file nor a registered model ({', '.join(list_models())})")
     entry = get_entry(card["model"])
