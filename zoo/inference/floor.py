@@ -19,10 +19,15 @@ EMPTY_GOAL = 0.5  # people: the mean count on empty scenes a floor must bring th
 FLOOR_STEP = 0.25  # people: the candidates are the multiples of this up to the largest empty count seen
 
 
+def below_floor(counts, floor: float) -> np.ndarray:
+    """The rule, once: where a count (or an array of them) is reported as nobody. A floor of 0 is none."""
+    return np.asarray((floor > 0) & (np.asarray(counts, np.float64) < floor))
+
+
 def apply_floor(prediction: Prediction, floor: float) -> Prediction:
     """`prediction` unchanged when its count reaches `floor`, else a prediction of nobody: count 0, no points,
     and a zero map (so overlays and zone counts agree with the count)."""
-    if floor <= 0 or prediction.count >= floor:
+    if not below_floor(prediction.count, floor):
         return prediction
     dense = None if prediction.dense_map is None else np.zeros_like(prediction.dense_map)
     return replace(prediction, count=0.0, points=prediction.points[:0], scores=prediction.scores[:0],
@@ -30,8 +35,9 @@ def apply_floor(prediction: Prediction, floor: float) -> Prediction:
 
 
 def floored(counts: np.ndarray, floor: float) -> np.ndarray:
+    """`counts` with every count below the floor made 0."""
     counts = np.asarray(counts, np.float64)
-    return np.where(counts >= floor, counts, 0.0) if floor > 0 else counts
+    return np.where(below_floor(counts, floor), 0.0, counts)
 
 
 @dataclass(frozen=True)
