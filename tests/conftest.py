@@ -14,6 +14,16 @@ def data_outside_the_checkout(tmp_path_factory):
     patch.undo()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def compile_cache_outside_the_home(tmp_path_factory):
+    """torch.compile's caches (`zoo predict` compiles videos by default) go to a temporary folder, never the user's
+    ~/.cache (zoo.core.paths.inductor_cache_dir)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("inductor")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def one_thread():
     """Tiny convolutions on a busy 2-core machine: a second thread only adds waiting."""

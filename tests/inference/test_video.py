@@ -73,10 +73,12 @@ def clip(tmp_path_factory) -> dict:
     return {"path": path, "counts": counts, "weights": weights}
 
 
-def test_counts_every_frame_into_a_csv_and_a_plot(clip, tmp_path, capsys):
+# auto, the default, compiles a video's model (zoo.deploy.compiled): the slow run, compiling included
+@pytest.mark.parametrize("compile_mode", ["off", pytest.param("auto", marks=pytest.mark.slow)])
+def test_counts_every_frame_into_a_csv_and_a_plot(clip, tmp_path, capsys, compile_mode):
     out = tmp_path / "out"
     assert main(["predict", "--weights", str(clip["weights"]), str(clip["path"]), "--out", str(out),
-                 "--batch-size", "4"]) == 0
+                 "--batch-size", "4", "--compile", compile_mode]) == 0
     table = pd.read_csv(out / "clip_counts.csv")
     assert list(table.columns) == ["frame", "time_s", "count", "n_points"]
     assert table["frame"].tolist() == list(range(6))
@@ -85,13 +87,15 @@ def test_counts_every_frame_into_a_csv_and_a_plot(clip, tmp_path, capsys):
     plot = cv2.imread(str(out / "clip_counts.png"))
     assert plot is not None and plot.shape[0] > 100
     assert sorted(p.name for p in out.iterdir()) == ["clip_counts.csv", "clip_counts.png"]
-    assert "clip.avi: 6 frame(s) counted" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "clip.avi: 6 frame(s) counted" in said
+    assert ("compiled the model for 4x3x64x96" in said) == (compile_mode == "auto")
 
 
 def test_every_nth_frame_and_the_overlay_video(clip, tmp_path):
     out = tmp_path / "out"
     assert main(["predict", "painted_count", "--weights", str(clip["weights"]), str(clip["path"]), "--out",
-                 str(out), "--every", "2", "--batch-size", "2", "--video-out"]) == 0
+                 str(out), "--every", "2", "--batch-size", "2", "--video-out", "--compile", "off"]) == 0
     table = pd.read_csv(out / "clip_counts.csv")
     assert table["frame"].tolist() == [0, 2, 4]
     np.testing.assert_allclose(table["time_s"], [0.0, 0.2, 0.4])

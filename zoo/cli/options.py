@@ -1,5 +1,5 @@
 """What the commands share: their parser class, and the options several of them take (a checkpoint's model and
-weights, threshold, precision, device, pickle trust, runtime), each worded once."""
+weights, threshold, precision, device, pickle trust, runtime, compiling), each worded once."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from zoo.cli.output import warn
 from zoo.core.errors import ZooError
 from zoo.core.precision import AMP_CHOICES, AMP_MODES
 from zoo.deploy.export import RUNTIMES
+
+COMPILE_MODES = ("auto", "on", "off")  # --compile: zoo.deploy.compiled when it applies (`compiles`)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -91,10 +93,32 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
                         "openvino")
 
 
+def add_compile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", choices=COMPILE_MODES, default="auto",
+                   help="torch.compile the model (--runtime torch): auto does for videos, cameras and streams, whose "
+                        "frames share a size, and not for images, whose sizes may differ; compiling costs the first "
+                        "batch seconds to minutes (it says how long), less where the cache ($TORCHINDUCTOR_CACHE_DIR, "
+                        "else ~/.cache/crowd-zoo/inductor) holds the model's kernels from an earlier run")
+
+
+def chosen_runtime(args) -> str:
+    """The runtime the flags of `add_runtime` choose (--onnx FILE implies onnxruntime)."""
+    return args.runtime or ("onnxruntime" if args.onnx else "torch")
+
+
+def compiles(args, same_size_frames: bool) -> bool:
+    """Whether `--compile` (`add_compile`) compiles this job's model; `same_size_frames`: the job runs many frames of
+    one size (a video, camera or stream), which one compilation serves."""
+    runtime = chosen_runtime(args)
+    if args.compile == "on" and runtime != "torch":
+        raise ZooError(f"--compile on compiles the torch model; it does not apply to --runtime {runtime}")
+    return runtime == "torch" and (args.compile == "on" or (args.compile == "auto" and same_size_frames))
+
+
 def on_runtime(run, args):
     """`run` with its forward pass on the runtime the flags of `add_runtime` choose (--onnx FILE implies
     onnxruntime)."""
-    runtime = args.runtime or ("onnxruntime" if args.onnx else "torch")
+    runtime = chosen_runtime(args)
     if runtime == "torch":
         if args.onnx:
             raise ZooError("--onnx FILE runs on onnxruntime or openvino, not --runtime torch")

@@ -14,11 +14,13 @@ from rich.markup import escape
 from zoo.cli.options import (
     add_amp,
     add_checkpoint_model,
+    add_compile,
     add_device,
     add_runtime,
     add_threshold,
     add_trust_pickle,
     add_weights,
+    compiles,
     on_runtime,
 )
 from zoo.cli.output import console, err_console, print_notes, warn
@@ -73,6 +75,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"without --tile, tile images of more than N pixels, with the largest tiles within N "
                         f"(default {MAX_PIXELS} = 2048 x 2048: ~4 GiB peak for p2pnet and csrnet on CPU; 0: never)")
     add_runtime(p)
+    add_compile(p)
     p.set_defaults(run=run)
     return p
 
@@ -92,6 +95,7 @@ def run(args) -> int:
         raise ZooError(f"name the images, folders, videos, cameras or streams to run {model} on")
     zones = ZoneCounter(load_zones(args.zones)) if args.zones else None  # a bad zone file fails before any work
     sources = [resolve_source(item) for item in inputs]
+    compile_model = compiles(args, any(s.kind != "images" for s in sources))  # a refused --compile fails first
     inference = load_inference(args.weights, model, device=args.device, threshold=args.threshold, amp=args.amp,
                                trust_pickle=args.trust_pickle)
     print_notes(inference.checkpoint)
@@ -100,6 +104,11 @@ def run(args) -> int:
     inference = on_runtime(inference, args)
     jsonl = args.rows == "jsonl"
     say = err_console if jsonl else console  # with JSON lines stdout holds the rows alone
+    if compile_model:
+        from zoo.deploy.compiled import with_compiled
+
+        inference = with_compiled(inference, lambda line: say.print(escape(line), highlight=False, soft_wrap=True),
+                                  warn)
 
     status = 0
     for source in (s for s in sources if s.kind != "images"):

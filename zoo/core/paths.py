@@ -1,4 +1,5 @@
-"""Where generated data and caches live: `data/` under the working directory, or $ZOO_DATA."""
+"""Where generated data and caches live: `data/` under the working directory, or $ZOO_DATA; compiled models in the
+user's cache folder."""
 
 import os
 from pathlib import Path
@@ -10,3 +11,13 @@ def data_dir() -> Path:
 
 def cache_dir() -> Path:
     return data_dir() / "cache"
+
+
+def inductor_cache_dir() -> Path:
+    """Where torch.compile keeps what it compiled between runs (TorchInductor's FX graph and AOTAutograd caches):
+    $TORCHINDUCTOR_CACHE_DIR when set (inductor's own variable), else crowd-zoo/inductor in the user's cache folder
+    ($XDG_CACHE_HOME, default ~/.cache). Not under data/: a compiled graph belongs to the machine, not the dataset."""
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen:
+        return Path(chosen)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "crowd-zoo" / "inductor"
