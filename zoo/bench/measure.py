@@ -120,11 +120,9 @@ def inference_runner(unit: Unit, inference):
         return exported_runner(unit.runtime, unit.onnx, unit.dtype)
     if not unit.compile:
         return inference
-    import torch._inductor.config as inductor
+    from zoo.deploy.compiled import compile_module  # as `zoo predict --compile` compiles it
 
-    # Inference graphs take their weights as constants: prepacked once for oneDNN, not reordered on every call.
-    inductor.freezing = True
-    return torch.compile(inference)
+    return compile_module(inference)
 
 
 def measure_unit(unit: Unit) -> dict:
