@@ -270,35 +270,46 @@ SPEED_FILE = "published_speed_v2.csv"
 #: (code, runtime, dtype, channels_last, compile) as the CSV writes them: the published code's plain fp32 forward
 #: pass, and the zoo's default inference path
 PUBLISHED_FP32 = ("published", "torch", "fp32", "False", "False")
-ZOO_DEFAULT = ("zoo", "torch", "bf16", "True", "False")
+PUBLISHED_BF16 = ("published", "torch", "bf16", "True", "False")
+# `zoo predict`'s defaults (zoo.cli.options.compiles): photos eager, videos, cameras and streams compiled
+ZOO_DEFAULT_PHOTOS = ("zoo", "torch", "bf16", "True", "False")
+ZOO_DEFAULT_VIDEOS = ("zoo", "torch", "bf16", "True", "True")
 SETTING = ["code", "runtime", "dtype", "channels_last", "compile"]
 
 
 def speed(results: Results) -> Table:
-    """The README's speed table, from the latest run of published_speed_v2.csv: per model, the published fp32 row,
-    the zoo's default path and its fastest path (the zoo row of `ok` status with the lowest median)."""
+    """The README's speed table, from the latest run of published_speed_v2.csv: per model, the published fp32 and
+    bf16 rows, the zoo's two default paths (photos; videos and streams) against the published code at their
+    setting, and its fastest path (the zoo row of `ok` status with the lowest median)."""
     file = SPEED_FILE
-    table = Table(("model", "published fp32, ms", "zoo default (eager bf16 + channels_last), ms", "x published fp32",
+    table = Table(("model", "published fp32, ms", "published bf16 + channels_last, ms",
+                   "zoo default, photos (eager bf16 + channels_last), ms", "x published, same setting",
+                   "zoo default, videos and streams (compiled bf16 + channels_last), ms", "x published, same setting",
                    "fastest zoo path", "ms", "x published fp32", "device", "threads", "loaded", "date"))
     if file not in results.files():  # no run has written it yet: the table's header alone
         return table
     frame, numbers = results.text(file), results.numbers(file)
     latest = [r for r in range(len(frame)) if frame["run"].iloc[r] == frame["run"].max()]
     ok = [r for r in latest if frame["status"].iloc[r] == "ok" and not math.isnan(numbers["median_ms"].iloc[r])]
+
+    def timed(row: int | None, column: str, fmt: str) -> Cell:
+        if row is None or math.isnan(numbers[column].iloc[row]):
+            return ()
+        return (results.value(file, column, row, fmt),)
+
     for model in dict.fromkeys(frame["model"].iloc[r] for r in latest):
         mine = [r for r in ok if frame["model"].iloc[r] == model]
         setting = {tuple(frame[SETTING].iloc[r]): r for r in mine}
-        published, default = setting.get(PUBLISHED_FP32), setting.get(ZOO_DEFAULT)
+        photos, videos = setting.get(ZOO_DEFAULT_PHOTOS), setting.get(ZOO_DEFAULT_VIDEOS)
         zoo = [r for r in mine if frame["code"].iloc[r] == "zoo"]
         fastest = min(zoo, key=lambda r: numbers["median_ms"].iloc[r]) if zoo else None
         first = next(r for r in latest if frame["model"].iloc[r] == model)
-        table.add(results.cell(file, "model", first),
-                  () if published is None else results.value(file, "median_ms", published, ".0f"),
-                  () if default is None else results.value(file, "median_ms", default, ".0f"),
-                  () if default is None else results.value(file, "speedup_vs_published_fp32", default, ".2f"),
+        table.add(results.cell(file, "model", first), timed(setting.get(PUBLISHED_FP32), "median_ms", ".0f"),
+                  timed(setting.get(PUBLISHED_BF16), "median_ms", ".0f"),
+                  timed(photos, "median_ms", ".0f"), timed(photos, "speedup_vs_published_same_setting", ".2f"),
+                  timed(videos, "median_ms", ".0f"), timed(videos, "speedup_vs_published_same_setting", ".2f"),
                   () if fastest is None else path_cell(results, file, fastest),
-                  () if fastest is None else results.value(file, "median_ms", fastest, ".0f"),
-                  () if fastest is None else results.value(file, "speedup_vs_published_fp32", fastest, ".2f"),
+                  timed(fastest, "median_ms", ".0f"), timed(fastest, "speedup_vs_published_fp32", ".2f"),
                   results.cell(file, "device_name", first), results.cell(file, "cpu_threads", first),
                   results.cell(file, "loaded", first), results.day(file, first))
     return table
@@ -565,6 +576,9 @@ PUBLISHED_SPEED_V2 = {
     "ceiling_fraction": "`achieved_gflops_per_s` / `ceiling_gflops_per_s`",
     "speedup_vs_published_fp32": "median over rounds of (published fp32 time / this variant's time); empty without "
                                  "published rows (cpn)",
+    "speedup_vs_published_same_setting": "the same against the published code at this row's dtype and layout (torch "
+                                         "rows; compiled rows against the published eager pass, from commit 22540de "
+                                         "on: before, they were left empty)",
     "note": "why a row has no timing, and why a model has no published rows",
 }
 
