@@ -12,6 +12,7 @@ temporary directory.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from zoo.core.csvrows import append_rows
 from zoo.core.provenance import environment
 from zoo.data.dataset import resolve_splits
 from zoo.deploy.export import checkpoint_metadata
-from zoo.deploy.quantize import CALIBRATION_IMAGES, METHOD, export_int8
+from zoo.deploy.quantize import CALIBRATION_IMAGES, CALIBRATION_PERCENTILE, export_int8, method
 from zoo.deploy.runtime import OnnxRunner
 from zoo.inference.evaluate import evaluate
 from zoo.inference.predict import load_inference
@@ -34,14 +35,15 @@ COLUMNS = ["date", "git_commit", "device_name", "cpu_threads", "torch", "model",
 TOLERANCE = 0.01
 
 
-def check(weights: str, data: str, calibration_images: int, split: str = "test") -> dict:
+def check(weights: str, data: str, calibration_images: int, split: str = "test",
+          percentile: float = CALIBRATION_PERCENTILE) -> dict:
     run = load_inference(weights, amp="off")
     splits = resolve_splits(data)
     key = f"{splits.name}:{split}"
     with tempfile.TemporaryDirectory(prefix="zoo-int8-check-") as folder:
         int8 = Path(folder) / "int8.onnx"
         export_int8(run.model, int8, data, threshold=run.threshold, images=calibration_images,
-                    metadata=checkpoint_metadata(weights))
+                    percentile=percentile, metadata=checkpoint_metadata(weights))
         runner = OnnxRunner(int8)
         scored = {precision: evaluate(run.model, splits.get(split), key, threshold=run.threshold, forward=forward)
                   for precision, forward in (("fp32", None), ("int8", runner))}
@@ -51,7 +53,7 @@ def check(weights: str, data: str, calibration_images: int, split: str = "test")
     total_diff = (total["int8"] - total["fp32"]) / max(abs(total["fp32"]), 1.0)
     return {**environment(torch.device("cpu")), "model": run.model.registry_name, "weights": weights,
             "data": data if split == "test" else f"{data} ({split} split)",
-            "images": len(per_image), "quantization": METHOD, "calibration_images": calibration_images,
+            "images": len(per_image), "quantization": method(percentile), "calibration_images": calibration_images,
             "count_fp32": total["fp32"], "count_int8": total["int8"], "total_rel_diff": total_diff,
             "mean_image_rel_diff": per_image.mean(), "max_image_rel_diff": per_image.max(),
             "mae_fp32": scored["fp32"].summary()["mae"], "mae_int8": scored["int8"].summary()["mae"],
@@ -65,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=("val", "test"),
                         help="the split scored: val for checkpoints whose test images stay unseen (search trials)")
     parser.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES)
+    parser.add_argument("--percentile", type=float, action="append",
+                        help=f"upper percentile of the activation ranges (default {CALIBRATION_PERCENTILE}); repeat "
+                             "to compare several, a row each")
     parser.add_argument("--out", type=Path, default=Path("results/int8.csv"))
     args = parser.parse_args(argv)
-    for weights in args.weights:
-        row = check(weights, args.data, args.calibration_images, args.split)
+    for weights, percentile in itertools.product(args.weights, args.percentile or [CALIBRATION_PERCENTILE]):
+        row = check(weights, args.data, args.calibration_images, args.split, percentile)
         print(", ".join(f"{k} {row[k]:.4g}" if isinstance(row[k], float) else f"{k} {row[k]}" for k in COLUMNS[5:]
                         if k != "quantization"))
         append_rows(args.out, [row], COLUMNS, schema="benchmarks.int8_check.COLUMNS", remedy="move the file aside")

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 from support import tiny_family  # noqa: F401  (registers tiny_density)
@@ -58,6 +59,26 @@ def test_int8_density_is_close_to_float32(tmp_path, crowds):
     relative = float((quantized - reference).norm() / reference.norm())
     assert 0 < relative < 0.1  # quantized (not bit-equal) yet close
     assert abs(float(quantized.sum() / reference.sum()) - 1) < 0.03
+
+
+def test_a_narrower_percentile_narrows_the_activation_ranges_and_the_file_says_which(tmp_path, crowds):
+    model = seeded_csrnet()
+    fp32 = tmp_path / "fp32.onnx"
+    export_onnx(model, fp32, threshold=0.02)
+    scales, methods = {}, {}
+    for percentile in (99.0, 99.99):
+        int8 = tmp_path / f"int8-{percentile}.onnx"
+        quantize_onnx(fp32, int8, calibration_batches(str(crowds), model.stride, count=4), "synthetic train",
+                      percentile=percentile)
+        graph = onnx.load(int8).graph
+        constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+        # the activations' scales: those of QuantizeLinear nodes fed by a computed tensor, not a weight
+        scales[percentile] = np.array([float(constants[n.input[1]]) for n in graph.node
+                                       if n.op_type == "QuantizeLinear" and n.input[0] not in constants])
+        methods[percentile] = OnnxRunner(int8).metadata["zoo.quantization"]
+    assert len(scales[99.0]) == len(scales[99.99]) > 0
+    assert (scales[99.0] <= scales[99.99] + 1e-12).all() and (scales[99.0] < scales[99.99]).any()
+    assert "1.00-99.00 percentile" in methods[99.0] and "0.01-99.99 percentile" in methods[99.99]
 
 
 def test_cli_exports_int8_and_predicts_with_it(tmp_path, crowds, capsys):
