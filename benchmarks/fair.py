@@ -44,6 +44,9 @@ STAGES = ("search", "final")
 TRAIN_FLOPS_PER_FORWARD = 3
 # How often a running attempt writes its wall-clock seconds to fair.json.
 ATTEMPT_BEAT_SECONDS = 30.0
+# How often a run writes its last.pt: the full training state (weights, average, optimizer) of a 128 px epoch of
+# 8 steps takes a large share of the epoch to write; a killed run repeats at most this much.
+CHECKPOINT_SECONDS = 60.0
 # Localization ranks every candidate point a family decodes: decoded at threshold 0.
 NAP_THRESHOLD = 0.0
 
@@ -248,7 +251,7 @@ def run_trial(budget: FairBudget, setup: FairSetup, model: str, trial: Trial, cr
     out = Path(setup.runs) / budget.name / "search" / model / f"{trial.name}@{crop}"
     cfg = TrainConfig(model, data=str(data), out=str(out), device=setup.device, amp=setup.amp,
                       channels_last=setup.channels_last, seed=budget.search_draw, resume=True, recipe=recipe,
-                      model_kwargs=kwargs)
+                      model_kwargs=kwargs, checkpoint_seconds=CHECKPOINT_SECONDS)
     _, record = guarded_train(cfg, setup)
     origin = provenance(record, setup)
     summary, validated = history_summary(out, budget.batch_size, gflops, record)
@@ -383,7 +386,8 @@ def run_final_job(budget: FairBudget, setup: FairSetup, model: str, draw: int, d
     kwargs, gflops, recipe = prepare(budget, model, trial, crop, budget.steps, budget.validations)
     out = Path(setup.runs) / budget.name / "final" / model / f"n{budget.n_train}-d{draw}"
     cfg = TrainConfig(model, data=str(data), out=str(out), device=setup.device, amp=setup.amp,
-                      channels_last=setup.channels_last, seed=draw, resume=True, recipe=recipe, model_kwargs=kwargs)
+                      channels_last=setup.channels_last, seed=draw, resume=True, recipe=recipe, model_kwargs=kwargs,
+                      checkpoint_seconds=CHECKPOINT_SECONDS)
     result, record = guarded_train(cfg, setup)
     origin = provenance(record, setup)
     started = time.perf_counter()

@@ -182,6 +182,27 @@ def test_kill_9_then_resume_reaches_the_same_weights(dataset, tmp_path):
     assert all(torch.equal(clean[k], again[k]) for k in clean)
 
 
+def test_last_pt_is_written_at_most_as_often_as_asked_and_after_the_last_epoch(dataset, tmp_path, monkeypatch):
+    written = []
+    real_save = Checkpoint.save
+
+    def recording_save(checkpoint, path, *, for_inference):
+        if Path(path).name == "last.pt" and checkpoint.resumable:  # the final test rewrites best.pt, not this
+            written.append((Path(path).parent.name, checkpoint.epoch))
+        real_save(checkpoint, path, for_inference=for_inference)
+
+    monkeypatch.setattr(Checkpoint, "save", recording_save)
+    config = dict(data=str(dataset), amp="off", recipe={"epochs": 3})
+    train(TrainConfig("tiny_density", out=str(tmp_path / "every"), **config))
+    train(TrainConfig("tiny_density", out=str(tmp_path / "hourly"), checkpoint_seconds=3600, **config))
+    assert written == [("every", 1), ("every", 2), ("every", 3), ("hourly", 3)]
+    # What a run learns does not depend on how often it saved.
+    every, hourly = (Checkpoint.load(tmp_path / run / "last.pt") for run in ("every", "hourly"))
+    assert all(torch.equal(every.weights[k], hourly.weights[k]) for k in every.weights)
+    history = pd.read_csv(tmp_path / "hourly" / "metrics.csv")
+    assert list(history["epoch"]) == [1, 2, 3]  # the history is still written every epoch
+
+
 def test_the_moving_average_of_the_weights_is_what_the_checkpoint_keeps(dataset, tmp_path, monkeypatch):
     import zoo.training.trainer as trainer
 

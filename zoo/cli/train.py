@@ -34,6 +34,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="continue from OUT/last.pt (without --out: the latest runs/MODEL-N)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in OUT (without --out: runs/MODEL); its files are deleted first")
+    p.add_argument("--checkpoint-every", type=float, metavar="SECONDS", dest="checkpoint_seconds",
+                   help="write last.pt at most this often (default: after every epoch); always after the last "
+                        "epoch. A resume repeats the epochs since, to the same weights")
     p.add_argument("--init-from", metavar="CHECKPOINT",
                    help="start from the weights of this zoo or published checkpoint (fine-tuning)")
     p.add_argument("--config", help="TOML file: top-level TrainConfig keys, [recipe] and [model_kwargs] tables")
@@ -64,7 +67,7 @@ def run(args) -> int:
         if getattr(args, flag) is not None:
             recipe[flag] = getattr(args, flag)
     flags = {k: getattr(args, k) for k in ("data", "format", "out", "device", "amp", "seed", "workers", "init_from",
-                                           "val_fraction")
+                                           "val_fraction", "checkpoint_seconds")
              if getattr(args, k) is not None}
     if args.resume:
         flags["resume"] = True

@@ -28,6 +28,9 @@ class TrainConfig:
     overwrite: bool = False  # replace the run already in `out` (its files are deleted first)
     init_from: str | None = None  # checkpoint whose weights start a new run (fine-tuning); ignored on resume
     workers: int = 0
+    # last.pt at most this often, in seconds (0: after every epoch); always after the last epoch and an early stop.
+    # A resume repeats the epochs since: deterministic, so the weights come out the same.
+    checkpoint_seconds: float = 0.0
     val_fraction: float | None = None  # share of train that validates when the data has no val split
     recipe: dict = field(default_factory=dict)  # overrides of the registry recipe
     model_kwargs: dict = field(default_factory=dict)  # overrides of the model constructor

@@ -372,11 +372,19 @@ class EarlyStop(Hook):
 # ---- checkpoints and logs -------------------------------------------------------------------------------------
 
 class Checkpointing(Hook):
-    """On rank 0 after every epoch: last.pt (everything a resume needs), best.pt when validation improved (what
-    inference reads) and metrics.csv (the history), each written atomically."""
+    """On rank 0 after every epoch: best.pt when validation improved (what inference reads), metrics.csv (the
+    history) and last.pt (everything a resume needs; at most every `checkpoint_seconds` when the run asks, since
+    the full training state of a large model takes a noticeable share of a short epoch to write), each written
+    atomically."""
 
     def on_train_start(self, run):
         self.origin = provenance(run.resolved.device) if run.main else {}
+        self.saved_at = time.monotonic()
+
+    def last_due(self, run: Run) -> bool:
+        every = run.resolved.config.checkpoint_seconds
+        return (every <= 0 or run.stop or run.epoch >= run.recipe.epochs
+                or time.monotonic() - self.saved_at >= every)
 
     def checkpoint(self, run: Run) -> Checkpoint:
         kept, average = run.kept, run.average
@@ -393,10 +401,13 @@ class Checkpointing(Hook):
     def on_epoch_end(self, run):
         if not run.main:
             return
-        checkpoint = self.checkpoint(run)
+        due = self.last_due(run)
+        checkpoint = self.checkpoint(run) if run.improved or due else None
         if run.improved:
             checkpoint.save(run.out / "best.pt", for_inference=True)
-        checkpoint.save(run.out / "last.pt", for_inference=False)
+        if due:
+            checkpoint.save(run.out / "last.pt", for_inference=False)
+            self.saved_at = time.monotonic()
         atomic_write(run.out / "metrics.csv", lambda tmp: pd.DataFrame(run.history).to_csv(tmp, index=False))
 
 
