@@ -4,12 +4,14 @@ ceiling is labelled with, from the CPU's flags."""
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
 
 from zoo.bench import ceiling
 from zoo.core import provenance
+from zoo.core.errors import ZooError
 
 CPU = torch.device("cpu")
 
@@ -29,6 +31,12 @@ def test_the_int8_ceiling_is_a_positive_finite_rate_on_a_tiny_budget(monkeypatch
 @pytest.mark.parametrize("route", ceiling.INT8_ROUTES)
 def test_one_integer_workload_is_timed_in_positive_seconds(route):
     assert 0 < ceiling.workload_seconds(route, 64, CPU, "int8", repeats=1) < math.inf
+
+
+def test_without_onnx_the_int8_ceiling_is_a_one_line_error_the_harness_reports(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the optional package were not installed
+    with pytest.raises(ZooError, match="onnx is not installed"):
+        ceiling.compute_ceiling(CPU, "int8", repeats=1, budget_seconds=0.0)
 
 
 ALL = {"avx2": True, "avx512": True, "avx512_vnni": True, "avx512_bf16": True, "amx": True}

@@ -108,7 +108,8 @@ def workload_seconds(route: str, n: int, device: torch.device, dtype: str, repea
 
 def integer_product_seconds(n: int, repeats: int) -> float:
     """The best time of an n x n uint8 by n x n int8 product into int32 on onnxruntime."""
-    from onnx import TensorProto, helper
+    onnx = require("onnx")  # a one-line error where the optional package is missing, not an ImportError
+    TensorProto, helper = onnx.TensorProto, onnx.helper
 
     rng = np.random.default_rng(SEED)
     node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
@@ -119,7 +120,8 @@ def integer_product_seconds(n: int, repeats: int) -> float:
 
 def integer_conv_seconds(n: int, repeats: int) -> float:
     """The best time of the 3x3 convolution of size n as onnxruntime's QLinearConv, uint8 by int8 weights."""
-    from onnx import TensorProto, helper
+    onnx = require("onnx")
+    TensorProto, helper = onnx.TensorProto, onnx.helper
 
     channels, side = conv3x3_shape(n)
     rng = np.random.default_rng(SEED)
