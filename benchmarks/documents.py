@@ -577,7 +577,7 @@ PUBLISHED_SPEED_V2 = {
     "speedup_vs_published_fp32": "median over rounds of (published fp32 time / this variant's time); empty without "
                                  "published rows (cpn)",
     "speedup_vs_published_same_setting": "the same against the published code at this row's dtype and layout (torch "
-                                         "rows; compiled rows against the published eager pass, from commit 22540de "
+                                         "rows; compiled rows against the published eager pass, from commit fa615c9 "
                                          "on: before, they were left empty)",
     "note": "why a row has no timing, and why a model has no published rows",
 }

@@ -14,9 +14,10 @@ def cache_dir() -> Path:
 
 
 def inductor_cache_dir() -> Path:
-    """Where torch.compile keeps what it compiled between runs (TorchInductor's FX graph and AOTAutograd caches):
-    $TORCHINDUCTOR_CACHE_DIR when set (inductor's own variable), else crowd-zoo/inductor in the user's cache folder
-    ($XDG_CACHE_HOME, default ~/.cache). Not under data/: a compiled graph belongs to the machine, not the dataset."""
+    """Where torch.compile keeps what it compiled between runs (TorchInductor's caches: compiled kernels, and graphs
+    where freezing does not bypass them, zoo.deploy.compiled): $TORCHINDUCTOR_CACHE_DIR when set (inductor's own
+    variable), else crowd-zoo/inductor in the user's cache folder ($XDG_CACHE_HOME, default ~/.cache). Not under
+    data/: a compiled graph belongs to the machine, not the dataset."""
     chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if chosen:
         return Path(chosen)
