@@ -43,6 +43,15 @@ def test_background_crops_hold_no_head_and_are_reproducible(tmp_path):
         assert np.array_equal(crop.image, load_image(by_name[photo].image)[y:y + 64, x:x + 64])
 
 
+def test_background_crops_decode_only_the_photos_they_cut_from_one_at_a_time(tmp_path, monkeypatch):
+    records = read_shanghaitech(generate(tmp_path / "data", seed=3, splits={"train": 6}, size=(256, 384)), "train")
+    decoded = []
+    monkeypatch.setattr(empty, "load_image", lambda path: decoded.append(path.name) or load_image(path))
+    crops = empty.background_crops(records, size=64, margin=8, limit=3, seed=1)
+    photos = [c.name.partition("@")[0] for c in crops]
+    assert decoded == list(dict.fromkeys(photos)) and len(decoded) < len(records)
+
+
 @pytest.mark.parametrize("kind", ["blank", "texture", "synthetic"])
 def test_generated_scenes_depend_on_seed_split_and_index_only(kind):
     val = empty.generated(kind, 4, seed=0, split="val", size=(48, 40))

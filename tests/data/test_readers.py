@@ -26,7 +26,7 @@ from support.datasets import (
 from zoo.core.errors import ZooError
 from zoo.data.check import check_dataset
 from zoo.data.dataset import PointDataset
-from zoo.data.readers import detect_format, load_image, read_records
+from zoo.data.readers import detect_format, image_size, load_image, read_records
 
 
 def test_written_mat_mirrors_the_real_shanghaitech_structure(tmp_path):
@@ -261,6 +261,7 @@ def test_images_convert_as_opencv_imread_color_does(tmp_path, name):
     # The reference: OpenCV's own conversion (what published P2PNet loads with), orientation ignored.
     expected = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)[..., ::-1]
     np.testing.assert_array_equal(load_image(path), expected)
+    assert image_size(path) == expected.shape[:2]  # from the header, without decoding
     if "16" in name:  # 16-bit samples are scaled by >> 8 (not clipped, not divided by 257)
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         np.testing.assert_array_equal(load_image(path)[..., 0], (raw if raw.ndim == 2 else raw[..., 2]) >> 8)
@@ -283,7 +284,7 @@ def test_exif_orientation_is_ignored_and_reported(tmp_path):
     Image.fromarray(pixels).save(path, exif=exif, quality=100)
     assert cv2.imread(str(path)).shape[:2] == (WIDTH, HEIGHT)  # OpenCV's default would apply it
     image = load_image(path)
-    assert image.shape[:2] == (HEIGHT, WIDTH)  # the stored grid, which annotations refer to
+    assert image.shape[:2] == (HEIGHT, WIDTH) == image_size(path)  # the stored grid, which annotations refer to
     assert np.abs(image.astype(int) - pixels).mean() < 3  # the same pixels, not rotated (JPEG noise only)
     (tmp_path / "a.txt").write_text("3 4\n")
     (tmp_path / "list.txt").write_text("rotated.jpg a.txt\n")

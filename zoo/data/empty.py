@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from zoo.data.readers import load_image
+from zoo.data.readers import image_size, load_image
 from zoo.data.records import Record
 from zoo.data.synthetic import render_background
 
@@ -100,16 +100,19 @@ def empty_windows(points: np.ndarray, height: int, width: int, size: int, margin
 def background_crops(records: Iterable[Record], *, size: int, margin: float, limit: int, step: int | None = None,
                      seed: int = 0) -> list[EmptyImage]:
     """Up to `limit` windows without heads cut from the records' photos, chosen evenly at random (seeded) among
-    all such windows; a photo smaller than `size` gives none."""
-    found: list[tuple[Record, np.ndarray, int, int]] = []
+    all such windows; a photo smaller than `size` gives none. Windows are found from each photo's size alone, so
+    only the photos that give a chosen window are decoded, one at a time."""
+    found: list[tuple[Record, int, int]] = []
     for record in records:
-        image = load_image(record.image)
-        height, width = image.shape[:2]
+        height, width = image_size(record.image)
         points = np.asarray(record.points, np.float64).reshape(-1, 2)
-        found += [(record, image, x, y) for x, y in empty_windows(points, height, width, size, margin,
-                                                                   step or size // 2)]
+        found += [(record, x, y) for x, y in empty_windows(points, height, width, size, margin, step or size // 2)]
     if len(found) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(found), limit, replace=False))
         found = [found[i] for i in keep]
-    return [EmptyImage("background", f"{record.image.name}@{x},{y}", image[y:y + size, x:x + size].copy())
-            for record, image, x, y in found]
+    crops, image, decoded = [], None, None
+    for record, x, y in found:  # grouped by photo: the windows keep the records' order
+        if decoded is not record:
+            image, decoded = load_image(record.image), record
+        crops.append(EmptyImage("background", f"{record.image.name}@{x},{y}", image[y:y + size, x:x + size].copy()))
+    return crops

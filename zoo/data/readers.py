@@ -85,6 +85,19 @@ def decode_image(path: Path) -> tuple[np.ndarray, list[str]]:
     return np.ascontiguousarray(raw[..., ::-1]), notes + _header_notes(path)
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of `load_image`'s array, read from the file's header where Pillow knows the format (both
+    ignore EXIF orientation), else by decoding it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+        return height, width
+    except (OSError, ValueError):
+        return load_image(path).shape[:2]
+
+
 def _header_notes(path: Path) -> list[str]:
     from PIL import Image  # reads the header only: palette mode and EXIF, which the decoded array no longer shows
 
