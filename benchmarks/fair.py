@@ -298,6 +298,17 @@ def chosen_trial(budget: FairBudget, log: list[dict], model: str, crop: int) -> 
     return best, found[best.name]
 
 
+def search_needs(budget: FairBudget, log: list[dict]) -> list[str]:
+    """The search rows of headline families that the final stage still waits for: the crop round's until it has
+    chosen a size, then every trial at that size."""
+    have = {r["row_id"] for r in log}
+    crop = chosen_crop(budget, log)
+    wanted = ([search_id(budget, m, budget.crop_trial, c) for c in budget.crop_sizes for m in budget.headline]
+              if crop is None else
+              [search_id(budget, m, t.name, crop) for m in budget.headline for t in budget.trials])
+    return [row_id for row_id in wanted if row_id not in have]
+
+
 def run_search(budget: FairBudget, setup: FairSetup, models: tuple[str, ...]) -> int | None:
     """The crop round (headline families), then every trial of every model at the chosen size. Returns the crop
     size, or None when the crop round is incomplete (a model left out, or a failed trial)."""

@@ -13,7 +13,7 @@ import pandas as pd
 
 from benchmarks import rows
 from benchmarks.budgets import FairBudget
-from benchmarks.fair import chosen_crop, chosen_trial, final_id, is_dirty
+from benchmarks.fair import chosen_crop, chosen_trial, final_id, is_dirty, search_needs
 from zoo.core.files import atomic_write
 from zoo.metrics.localization import DELTAS, nap_key
 
@@ -314,8 +314,12 @@ def missing_lines(search: pd.DataFrame, cells: pd.DataFrame, budget: FairBudget,
     have = set(cells["row_id"]) if not cells.empty else set()
     lacking = [final_id(budget, m, d) for d in range(budget.draws) for m in budget.headline
                if final_id(budget, m, d) not in have]
+    trials = search_needs(budget, search.astype(str).to_dict("records"))
     parts = ["## Rows left out and rows missing", ""]
     parts += [f"Left out of every table: {'; '.join(excluded)}." if excluded else "No row is left out."]
+    if trials:
+        parts += ["", "Search trials the final stage still waits for (headline families): "
+                  + ", ".join(f"`{r}`" for r in trials) + "."]
     parts += ["", f"Not run yet ({budget.draws} draws of the headline families): "
               + ", ".join(f"`{r}`" for r in lacking) + "." if lacking
               else f"Every headline family has its {budget.draws} draws.", ""]

@@ -75,6 +75,11 @@ def test_the_crop_size_changes_only_for_a_majority_of_headline_families_and_ties
     trial, source = fair.chosen_trial(FAIR_V1, trials, p2p, 128)
     assert trial.name == "lr3e-4" and source["row_id"] == "fair-v1/search/p2pnet/lr3e-4@128"
     assert fair.chosen_trial(FAIR_V1, trials, p2p, 256) is None
+    # What the final stage still waits for: the crop round, then every trial of every family at the chosen size.
+    assert fair.search_needs(FAIR_V1, log) == ["fair-v1/search/cpn/lr3e-4@256"]
+    waiting = fair.search_needs(FAIR_V1, [*log, search_row(cpn, "lr3e-4", 256, 3.0), *trials])
+    assert waiting == [f"fair-v1/search/{m}/{t.name}@128" for m in (csr, cpn) for t in FAIR_V1.trials
+                       if t.name != "lr3e-4"]  # the crop round's trial at 128 px is one of them
 
 
 def test_search_then_final_write_provenance_rows_and_the_search_never_sees_a_test_image(setup, monkeypatch):

@@ -73,6 +73,8 @@ def lines_after(markdown: str, heading: str) -> list[list[str]]:
 def test_a_page_without_rows_says_that_nothing_has_run(tmp_path):
     page = fair_report.write(tmp_path / "results", tmp_path / "docs", FAIR_V1).read_text()
     assert "No search trials yet" in page and "No final runs yet" in page
+    assert ("still waits for (headline families): `fair-v1/search/p2pnet/lr3e-4@128`, `fair-v1/search/csrnet_bn/"
+            "lr3e-4@128`, `fair-v1/search/cpn/lr3e-4@128`, `fair-v1/search/p2pnet/lr3e-4@256`") in page
     assert "comparison.png" not in page and not (tmp_path / "docs" / "comparison.png").exists()
 
 
@@ -100,7 +102,7 @@ def test_the_page_reports_means_intervals_verdicts_and_leaves_out_dirty_or_other
                                                    ERRORS.items()]
     assert "Crop size: **128 px** for every family" in page
     assert "| the mean count of the 64 training images of its draw, for every test image | 1 | 40.00 | 50.00 |" in page
-    assert "Every headline family has its 3 draws." in page
+    assert "Every headline family has its 3 draws." in page and "still waits for" not in page
     assert (tmp_path / "docs" / "comparison.png").stat().st_size > 0 and "![validation MAE](comparison.png)" in page
 
 
