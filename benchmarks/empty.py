@@ -32,7 +32,7 @@ from zoo.core.provenance import device_name, git_commit
 from zoo.data import empty
 from zoo.data.records import Record
 from zoo.inference.floor import EMPTY_GOAL, FloorChoice, choose_floor
-from zoo.inference.predict import Inference, evaluate_checkpoint, load_inference, recorded_splits, run_batch
+from zoo.inference.predict import Inference, evaluate_records, load_inference, recorded_splits, run_batch
 from zoo.models.registry import get_entry
 from zoo.models.weights.checkpoint import Checkpoint
 
@@ -80,8 +80,8 @@ def measure(name: str, weights: Path, seed: int, size: int = SIZE,
             per_kind: int = PER_KIND) -> tuple[list[dict], FloorChoice]:
     run = load_inference(weights)
     run.count_floor = 0.0  # "before" is the model without any floor, whatever the file holds
-    splits = recorded_splits(run.checkpoint)
-    val = evaluate_checkpoint(run, split="val").rows()
+    splits = recorded_splits(run.checkpoint)  # resolved once: every score below uses these very splits
+    val = evaluate_records(run, splits.get("val"), f"{splits.name}:val").rows()
     val_empty = [count for _, count in counts_of(run, empty_scenes("val", splits.get("val"), seed, size, per_kind))]
     choice = choose_floor(np.array([r["pred_count"] for r in val]), np.array([r["gt_count"] for r in val]),
                           np.array(val_empty))
@@ -96,7 +96,7 @@ def measure(name: str, weights: Path, seed: int, size: int = SIZE,
             ("before", 0.0, choice.mae_before, choice.empty_mean_before),
             ("after", choice.floor, choice.mae_after, choice.empty_mean_after)):
         run.count_floor = floor
-        test_mae = evaluate_checkpoint(run, split="test").summary()["mae"]
+        test_mae = evaluate_records(run, splits.get("test"), f"{splits.name}:test").summary()["mae"]
         for summary in summary_rows(list(counts_of(run, test_scenes))):
             rows.append({**base, "stage": stage, "floor": floor, "split": "test", **summary,
                          "val_empty_mean": val_empty_mean, "val_mae": val_mae, "test_mae": test_mae})

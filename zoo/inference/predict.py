@@ -31,6 +31,7 @@ from zoo.core.types import Prediction
 from zoo.data import transforms as T
 from zoo.data.dataset import Splits, resolve_splits
 from zoo.data.readers import load_image
+from zoo.data.records import Record
 from zoo.deploy.fold import prepare_for_inference
 from zoo.inference.evaluate import evaluate
 from zoo.inference.floor import apply_floor
@@ -127,9 +128,13 @@ def evaluate_checkpoint(run: Inference, data: str | None = None, fmt: str | None
     else:
         splits = resolve_splits(data, fmt or "auto", run.checkpoint.training.get("seed", 0))
         records = splits.select(split)
-    return evaluate(run.model, records, f"{splits.name}:{split}", threshold=run.threshold, device=run.device,
-                    amp=run.amp, channels_last=run.channels_last, forward=run.forward, views=views,
-                    count_floor=run.count_floor)
+    return evaluate_records(run, records, f"{splits.name}:{split}", views)
+
+
+def evaluate_records(run: Inference, records: list[Record], name: str, views: int = 1) -> Evaluator:
+    """Score `run` on `records` as `zoo predict` would count them (its threshold, precision and count floor)."""
+    return evaluate(run.model, records, name, threshold=run.threshold, device=run.device, amp=run.amp,
+                    channels_last=run.channels_last, forward=run.forward, views=views, count_floor=run.count_floor)
 
 
 # ---- prediction on image files --------------------------------------------------------------------------------
