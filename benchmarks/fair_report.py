@@ -295,7 +295,7 @@ def verdict_lines(stats: dict, budget: FairBudget) -> list[str]:
         standing = "; ".join(f"{o} {a.method.split(' (')[0]} ({a.text})"
                              for o, a in zip(outcomes[model], ANCHORS, strict=True))
         parts.append(f"- `{model}` ({family}): mean {mean:.2f}, 95% interval [{lo:.2f}, {hi:.2f}] over "
-                     f"{len(draws)} draws: {standing}.")
+                     f"{len(draws)} draw{'' if len(draws) == 1 else 's'}: {standing}.")
     parts += ["", "### Goals of issue 33", ""]
     pending = [m for m in budget.headline if m not in complete]
     for goal in GOALS:
