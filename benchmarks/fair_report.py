@@ -186,12 +186,26 @@ def search_section(search: pd.DataFrame, budget: FairBudget) -> list[str]:
             chosen = "**chosen**" if choice and choice[1]["row_id"] == r["row_id"] else ""
             body.append([name_of(model, r["family"], budget), r["round"], f"`{r['trial']}`", str(int(r["crop_size"])),
                          f"{float(r['lr']):.0e}", "on" if float(r["ema_decay"]) else "off", fmt(r["val_mae_best"]),
-                         str(int(r["best_step"])), fmt(r["val_mae_last"]), str(int(r["steps"])), chosen])
+                         str(int(r["best_step"])), fmt(r["val_mae_last"]), str(int(r["steps"])),
+                         trial_cpu_hours(r), chosen])
     header = ["model", "round", "trial", "crop px", "lr", "EMA", "best val MAE", "at step", "last val MAE", "steps",
-              ""]
+              "CPU-hours", ""]
     decided = (f"Crop size: **{crop} px** for every family (the crop round, docs/protocol.md)." if crop else
                "Crop size: not decided yet (the crop round is incomplete).")
-    return parts + [table(header, body), "", decided, ""]
+    return parts + [table(header, body), "", SEARCH_COST, "", decided, ""]
+
+
+SEARCH_COST = ("CPU-hours: the trial's wall-clock (every attempt: training and validations) x torch threads. "
+               "\"≥\" marks a trial whose recorded wall-clock is below its training seconds (attempts killed before "
+               "commit 7a9ad6f recorded none, docs/protocol.md): its training seconds x threads is the bound shown.")
+
+
+def trial_cpu_hours(row) -> str:
+    wall, train, threads = (pd.to_numeric(row.get(k), errors="coerce") for k in ("wall_seconds", "train_seconds",
+                                                                               "threads"))
+    if wall < train:  # False where either is missing
+        return f"≥ {fmt(train * threads / 3600)}"
+    return fmt(row.get("cpu_hours"))
 
 
 def test_section(cells: pd.DataFrame, images: pd.DataFrame, budget: FairBudget) -> tuple[list[str], dict]:

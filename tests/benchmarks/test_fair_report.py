@@ -36,10 +36,11 @@ def fill(results: Path, dirty_extra: bool = True) -> None:
             search.append({"row_id": f"fair-v1/search/{model}/{trial}@128", "budget": "fair-v1", "model": model,
                            "family": family, "round": "menu", "trial": trial, "crop_size": 128, "lr": 3e-4,
                            "ema_decay": 0.99, "val_mae_best": mae, "val_mae_last": mae + 0.1, "best_step": 960,
-                           "steps": 960, **CLEAN})
+                           "steps": 960, "train_seconds": 900.0, "wall_seconds": 1080.0, "cpu_hours": 4.8,
+                           **CLEAN})
             if trial == "lr3e-4":
                 search.append({**search[-1], "row_id": f"fair-v1/search/{model}/{trial}@256", "crop_size": 256,
-                               "round": "crop", "val_mae_best": 9.0})
+                               "round": "crop", "val_mae_best": 9.0, "wall_seconds": 0.0, "cpu_hours": 0.0})
     rows.append_v1(results, "search", search)
     cells, images, curves = [], [], []
     for model, (family, error) in ERRORS.items():
@@ -101,6 +102,9 @@ def test_the_page_reports_means_intervals_verdicts_and_leaves_out_dirty_or_other
     assert [(r[0], r[2], r[3]) for r in chosen] == [(f"`{m}` ({f})", "`lr3e-4`", "128") for m, (f, _) in
                                                    ERRORS.items()]
     assert "Crop size: **128 px** for every family" in page
+    # Cost of a trial: its CPU-hours, or a bound from its training seconds where the wall-clock undercounts them.
+    assert [r[-2] for r in search if r[2] == "`lr1e-4`"] == ["4.80"] * 3
+    assert [r[-2] for r in search if r[1] == "crop" and r[3] == "256"] == ["≥ 4.00"] * 3  # 900 s x 16 threads
     assert "| the mean count of the 64 training images of its draw, for every test image | 1 | 40.00 | 50.00 |" in page
     assert "Every headline family has its 3 draws." in page and "still waits for" not in page
     assert (tmp_path / "docs" / "comparison.png").stat().st_size > 0 and "![validation MAE](comparison.png)" in page
